@@ -1,0 +1,1 @@
+"""Click commands of lmpbench (installed as ``lmpbench.cli``); thin shells over the library."""

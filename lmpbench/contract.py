@@ -1,0 +1,80 @@
+"""The model contract between lmpbench and pair style ``mlff`` (version 1).
+
+A deployable model is a TorchScript file whose ``forward(pos, edge_index, atom_types,
+nlocal)`` returns per-atom energies, with a JSON metadata entry stored inside the file. The
+normative text is ``pair_styles/README.md``; this module is its Python side: one place for
+the version, the metadata keys and how they are written and read.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+CONTRACT_VERSION = 1
+METADATA_FILE = "mlff_metadata.json"  # name of the extra file inside the TorchScript archive
+MODEL_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class ContractError(ValueError):
+    """A model or model file does not follow the contract."""
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What the pair style reads from a model file.
+
+    r_max: cutoff of the graph, in the length unit of the LAMMPS run (Å for metal units).
+    type_names: model type index -> element name, matched against ``pair_coeff`` names.
+    num_layers: message-passing depth; 1 for a strictly local model. Sets the ghost cutoff.
+    model_dtype: "float32" or "float64", the dtype positions are given to the model in.
+    """
+
+    r_max: float
+    type_names: list[str]
+    num_layers: int = 1
+    model_dtype: str = "float64"
+    contract_version: int = CONTRACT_VERSION
+    extra: dict = field(default_factory=dict)  # provenance: versions, source sha256, ...
+
+    def __post_init__(self):
+        if not self.r_max > 0:
+            raise ContractError(f"r_max must be positive, got {self.r_max}")
+        if self.num_layers < 1:
+            raise ContractError(f"num_layers must be >= 1, got {self.num_layers}")
+        if self.model_dtype not in MODEL_DTYPES:
+            raise ContractError(f"model_dtype must be one of {sorted(MODEL_DTYPES)}, got {self.model_dtype!r}")
+        if not self.type_names or len(set(self.type_names)) != len(self.type_names):
+            raise ContractError(f"type_names must be distinct and non-empty, got {self.type_names}")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def save_model(module: torch.nn.Module, path: str | Path, metadata: ModelMetadata) -> Path:
+    """Script ``module`` and write it with its metadata to ``path``; returns the path."""
+    scripted = module if isinstance(module, torch.jit.ScriptModule) else torch.jit.script(module)
+    scripted = scripted.to(MODEL_DTYPES[metadata.model_dtype]).eval()
+    path = Path(path)
+    torch.jit.save(scripted, str(path), _extra_files={METADATA_FILE: metadata.to_json()})
+    return path
+
+
+def read_metadata(path: str | Path) -> ModelMetadata:
+    """Read the metadata of a model file, raising ContractError when it has none."""
+    extra = {METADATA_FILE: ""}
+    try:
+        torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    except (RuntimeError, ValueError) as err:
+        raise ContractError(f"{path} is not a TorchScript model file: {str(err).splitlines()[0]}") from None
+    if not extra[METADATA_FILE]:
+        raise ContractError(f"{path} has no {METADATA_FILE}: it was not exported for the mlff contract")
+    data = json.loads(extra[METADATA_FILE])
+    if data.get("contract_version") != CONTRACT_VERSION:
+        raise ContractError(
+            f"{path} follows contract version {data.get('contract_version')}, expected {CONTRACT_VERSION}"
+        )
+    return ModelMetadata(**data)

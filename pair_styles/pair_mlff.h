@@ -1,0 +1,60 @@
+/* -*- c++ -*- ----------------------------------------------------------
+   lmpbench: pair style mlff, a LAMMPS plugin running torch force fields.
+   The model contract is documented in pair_styles/README.md.
+------------------------------------------------------------------------- */
+
+#ifdef PAIR_CLASS
+// clang-format off
+PairStyle(mlff,PairMLFF);
+// clang-format on
+#else
+
+#ifndef LMP_PAIR_MLFF_H
+#define LMP_PAIR_MLFF_H
+
+#include "pair.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace LAMMPS_NS {
+
+// Everything that touches torch lives in pair_mlff.cpp, so LAMMPS translation units never
+// see torch headers.
+struct MLFFModel;
+
+class PairMLFF : public Pair {
+ public:
+  static constexpr int CONTRACT_VERSION = 1;
+
+  PairMLFF(class LAMMPS *);
+  ~PairMLFF() override;
+
+  void compute(int, int) override;
+  void settings(int, char **) override;
+  void coeff(int, char **) override;
+  void init_style() override;
+  double init_one(int, int) override;
+  double memory_usage() override;
+
+ protected:
+  std::unique_ptr<MLFFModel> model;
+  std::string device_name;    // "cpu" or "cuda"
+  int nthreads;               // torch intra-op threads per MPI rank
+  double r_max;               // model cutoff (LAMMPS distance units)
+  int num_layers;             // message-passing depth; 1 = strictly local model
+  std::vector<long> type_map;    // LAMMPS type (1..ntypes) -> model type index
+  std::vector<std::string> model_type_names;
+
+  void allocate();
+  void load_model(const std::string &filename);
+  void map_types(int narg, char **elements);
+  int build_edges();
+  void check_finite(double energy, const double *forces, int nall);
+};
+
+}    // namespace LAMMPS_NS
+
+#endif
+#endif
