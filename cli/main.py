@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from lmpbench import __version__
@@ -53,6 +55,27 @@ def plugin_path(as_dir):
     except lib.PluginNotBuiltError as err:
         raise click.ClickException(str(err)) from None
     click.echo(path.parent if as_dir else path)
+
+
+@cli.command()
+@click.option("--out", type=click.Path(file_okay=False), default="demo_output", show_default=True,
+              help="Folder for the demo's model, runs and summary.")
+@click.option("--steps", type=click.IntRange(min=10), default=200, show_default=True)
+def demo(out, steps):
+    """Run the end-to-end demo on the shipped toy model and print where its results are."""
+    from lmpbench.decks import LammpsRunError
+    from lmpbench.demo import run_demo
+
+    try:
+        summary = run_demo(out, steps=steps, echo=click.echo)
+    except LammpsRunError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"\n{summary['atoms']} atoms, {steps} NVE steps, model {summary['model']}")
+    click.echo(f"{'ranks':>5}  {'steps/s':>8}  {'drift eV/atom/ps':>17}  {'max |dE_tot| vs 1 rank':>22}  folder")
+    for n, r in summary["runs"].items():
+        click.echo(f"{n:>5}  {r['steps_per_s']:8.1f}  {r['energy_drift_eV_atom_ps']:17.2e}  "
+                   f"{r['max_abs_etotal_diff_vs_1rank_eV']:22.2e}  {r['folder']}")
+    click.echo(f"summary: {Path(out).resolve() / 'summary.json'}")
 
 
 if __name__ == "__main__":

@@ -41,8 +41,10 @@ struct MLFFModel {
   torch::Device device{torch::kCPU};
   torch::Dtype dtype{torch::kFloat64};
   std::string filename;
-  // per-step buffers, reused; they only grow
-  std::vector<int64_t> centers, neighbors, types;
+  // per-step buffers, reused; they grow past their high-water mark only
+  torch::Tensor edge_buffer;                // int64: centers of E edges, then their neighbors
+  std::vector<int64_t> neighbor_scratch;    // neighbors while E is still unknown
+  std::vector<int64_t> types;
 };
 }    // namespace LAMMPS_NS
 
@@ -94,10 +96,7 @@ void PairMLFF::compute(int eflag, int vflag)
   for (int i = 0; i < nall; i++) types[i] = type_map[type[i]];
 
   const auto cpu_long = torch::TensorOptions().dtype(torch::kInt64);
-  torch::Tensor edge_index = torch::empty({2, nedges}, cpu_long);
-  std::memcpy(edge_index.data_ptr<int64_t>(), model->centers.data(), nedges * sizeof(int64_t));
-  std::memcpy(edge_index.data_ptr<int64_t>() + nedges, model->neighbors.data(),
-              nedges * sizeof(int64_t));
+  torch::Tensor edge_index = model->edge_buffer.narrow(0, 0, 2 * (int64_t) nedges).view({2, nedges});
 
   torch::Tensor pos = torch::from_blob(atom->x[0], {nall, 3}, torch::kFloat64)
                           .to(model->device, model->dtype, false, true)
@@ -160,27 +159,35 @@ int PairMLFF::build_edges()
   double **x = atom->x;
   const int ncenters = list->inum + (num_layers > 1 ? list->gnum : 0);
   const double cutsq_model = r_max * r_max;
-  auto &centers = model->centers;
-  auto &neighbors = model->neighbors;
-  centers.clear();
-  neighbors.clear();
 
+  bigint npairs = 0;
+  for (int ii = 0; ii < ncenters; ii++) npairs += list->numneigh[list->ilist[ii]];
+  if (!model->edge_buffer.defined() || model->edge_buffer.numel() < 2 * npairs)
+    model->edge_buffer = torch::empty({2 * (int64_t) (1.2 * npairs) + 2}, torch::kInt64);
+  if ((bigint) model->neighbor_scratch.size() < npairs) model->neighbor_scratch.resize(1.2 * npairs + 1);
+  int64_t *centers = model->edge_buffer.data_ptr<int64_t>();
+  int64_t *neighbors = model->neighbor_scratch.data();
+
+  int64_t nedges = 0;
   for (int ii = 0; ii < ncenters; ii++) {
     const int i = list->ilist[ii];
     const int *jlist = list->firstneigh[i];
     const int jnum = list->numneigh[i];
+    const double xi = x[i][0], yi = x[i][1], zi = x[i][2];
     for (int jj = 0; jj < jnum; jj++) {
       const int j = jlist[jj] & NEIGHMASK;
-      const double dx = x[j][0] - x[i][0];
-      const double dy = x[j][1] - x[i][1];
-      const double dz = x[j][2] - x[i][2];
+      const double dx = x[j][0] - xi;
+      const double dy = x[j][1] - yi;
+      const double dz = x[j][2] - zi;
       if (dx * dx + dy * dy + dz * dz < cutsq_model) {
-        centers.push_back(i);
-        neighbors.push_back(j);
+        centers[nedges] = i;
+        neighbors[nedges] = j;
+        nedges++;
       }
     }
   }
-  return (int) centers.size();
+  std::memcpy(centers + nedges, neighbors, nedges * sizeof(int64_t));
+  return (int) nedges;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -392,7 +399,7 @@ void PairMLFF::allocate()
 double PairMLFF::memory_usage()
 {
   double bytes = Pair::memory_usage();
-  bytes += (double) sizeof(int64_t) *
-      (model->centers.capacity() + model->neighbors.capacity() + model->types.capacity());
+  if (model->edge_buffer.defined()) bytes += (double) model->edge_buffer.nbytes();
+  bytes += (double) sizeof(int64_t) * (model->neighbor_scratch.capacity() + model->types.capacity());
   return bytes;
 }

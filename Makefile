@@ -1,0 +1,51 @@
+# lmpbench: `make demo` and `make test` install whatever is missing first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+JOBS ?= $(shell nproc)
+STAMP := $(VENV)/.lmpbench-installed
+PLUGIN := $(VENV)/share/lmpbench/plugin/mlffplugin.so
+PLUGIN_SOURCES := $(wildcard pair_styles/*.cpp pair_styles/*.h) pair_styles/CMakeLists.txt
+DEBIAN_PACKAGES := cmake g++ make
+
+.PHONY: all setup plugin test demo bench debian-packages clean
+
+all: setup
+
+setup: $(PLUGIN)
+
+# Debian packages the plugin build needs, installed only when a tool is missing.
+debian-packages:
+	@missing=""; for tool in cmake g++ make; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages ($(DEBIAN_PACKAGES)) for:$$missing"; \
+	  sudo=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  $$sudo apt-get update -q && $$sudo apt-get install -y -q $(DEBIAN_PACKAGES); \
+	fi
+
+# torch first: an unpinned torch pulled in by another package would be a CUDA build of several GB.
+$(STAMP): requirements.txt pyproject.toml | debian-packages
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip || true
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+$(PLUGIN): $(STAMP) $(PLUGIN_SOURCES)
+	$(BIN)/lmpbench plugin build -j $(JOBS)
+
+plugin: $(PLUGIN)
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+demo: setup
+	$(BIN)/lmpbench demo --out demo_output
+
+bench: setup
+	$(BIN)/python benchmarks/pair_overhead.py
+
+clean:
+	rm -rf $(VENV) build demo_output .pytest_cache
