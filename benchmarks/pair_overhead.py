@@ -120,7 +120,7 @@ def main():
         deck.write_text(DECK)
         mlff = f"pair_style mlff threads 1\npair_coeff * * {model_file} Ar"
         native = f"pair_style lj/cut {R_MAX}\npair_coeff 1 1 {EPSILON} {SIGMA}"
-        rows = []
+        print_header()
         for cells in args.sizes:
             data = tmp / f"fcc{cells}.data"
             write_data(data, cells)
@@ -134,19 +134,20 @@ def main():
                     include.write_text(lines + "\n")
                     row[(name, nprocs)] = lammps_steps_per_s(deck, tmp / f"{name.replace('/', '_')}_{cells}_{nprocs}",
                                                              data, f"include {include}", nsteps, nprocs)
-            rows.append(row)
-            print_table(rows)
+            print_row(row)
 
 
-def print_table(rows):
-    print(f"\npair_overhead on {platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread per rank")
+def print_header():
+    print(f"pair_overhead on {platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread per rank")
     head = (f"{'atoms':>6} {'edges':>9} {'bare/s':>8} {'mlff 1r':>8} {'mlff/bare':>9} {'mlff 2r':>8} {'2r/1r':>6} "
             f"{'lj/cut 1r':>10} {'lj/cut 2r':>10} {'mlff/ljcut':>10}")
-    print(head)
-    for r in rows:
-        print(f"{r['atoms']:>6} {r['edges']:>9} {r['bare']:8.1f} {r[('mlff', 1)]:8.1f} {r[('mlff', 1)] / r['bare']:9.3f} "
+    print(head, flush=True)
+
+
+def print_row(r):
+    print(f"{r['atoms']:>6} {r['edges']:>9} {r['bare']:8.1f} {r[('mlff', 1)]:8.1f} {r[('mlff', 1)] / r['bare']:9.3f} "
               f"{r[('mlff', 2)]:8.1f} {r[('mlff', 2)] / r[('mlff', 1)]:6.2f} {r[('lj/cut', 1)]:10.1f} "
-              f"{r[('lj/cut', 2)]:10.1f} {r[('mlff', 1)] / r[('lj/cut', 1)]:10.4f}")
+              f"{r[('lj/cut', 2)]:10.1f} {r[('mlff', 1)] / r[('lj/cut', 1)]:10.4f}", flush=True)
 
 
 if __name__ == "__main__":
