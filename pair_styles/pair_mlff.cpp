@@ -1,18 +1,25 @@
 /* ----------------------------------------------------------------------
    lmpbench: pair style mlff.
 
-   Runs a TorchScript model that maps (positions, edges, model types, nlocal) to per-atom
-   energies. Every local and ghost atom is a graph node and every listed pair within r_max
-   an edge; the energy is the sum over local atoms only and forces are -dE/dx on all nodes,
-   so with newton pair on LAMMPS sums ghost forces back to their owners. With the ghost
-   cutoff raised to num_layers * r_max + skin this is exact for message-passing models on
-   any number of MPI ranks. The virial comes from fdotr over local and ghost atoms.
+   Runs a torch force field that gives per-atom energies, in one of two graph layouts
+   (pair_styles/README.md is the contract):
+
+   ghost  every local and ghost atom is a node and every listed pair within r_max an edge;
+          the energy is the sum over local atoms only and forces act on all nodes, so with
+          newton pair on LAMMPS sums ghost forces back to their owners. With the ghost
+          cutoff raised to num_layers * r_max + skin this is exact for message-passing
+          models on any number of MPI ranks. Virial by fdotr over local and ghost atoms.
+          TorchScript files (forces by autograd here) or AOTInductor files (forces inside).
+   local  nodes are the local atoms only, ghost neighbours are mapped to their owners with
+          integer cell shifts (nequip's pair_nequip layout); the model returns forces and
+          the virial. One MPI rank only; the cheapest graph.
 ------------------------------------------------------------------------- */
 
 #include "pair_mlff.h"
 
 #include "atom.h"
 #include "comm.h"
+#include "domain.h"
 #include "error.h"
 #include "force.h"
 #include "json.h"
@@ -23,28 +30,42 @@
 #include "update.h"
 #include "utils.h"
 
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/cuda.h>
+#include <torch/headeronly/version.h>
 #include <torch/script.h>
 #include <torch/torch.h>
 
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <mpi.h>
 
 using namespace LAMMPS_NS;
 
 static constexpr char METADATA_FILE[] = "mlff_metadata.json";
+// inputs/outputs of the AOTInductor layouts, as nequip's export records them
+static constexpr char LOCAL_INPUTS[] = "pos edge_index atom_types cell edge_cell_shift";
+static constexpr char LOCAL_OUTPUTS[] = "atomic_energy forces virial";
+static constexpr char GHOST_INPUTS[] = "pos edge_index atom_types mlff_local_mask";
+static constexpr char GHOST_OUTPUTS[] = "atomic_energy forces";
 
 namespace LAMMPS_NS {
 struct MLFFModel {
+  enum Format { TORCHSCRIPT, AOTI } format = TORCHSCRIPT;
+  enum Graph { GHOST, LOCAL } graph = GHOST;
   torch::jit::Module module;
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> aoti;
   torch::Device device{torch::kCPU};
   torch::Dtype dtype{torch::kFloat64};
   std::string filename;
+
   // per-step buffers, reused; they grow past their high-water mark only
   torch::Tensor edge_buffer;                // int64: centers of E edges, then their neighbors
   std::vector<int64_t> neighbor_scratch;    // neighbors while E is still unknown
   std::vector<int64_t> types;
+  std::vector<int> hops;                    // ghost layout: hops from the nearest local atom
+  std::vector<double> cell_shifts;          // local layout: integer cell shift of each edge
 };
 }    // namespace LAMMPS_NS
 
@@ -54,6 +75,26 @@ static std::string first_line(const char *what)
   std::string msg(what);
   auto eol = msg.find('\n');
   return eol == std::string::npos ? msg : msg.substr(0, eol);
+}
+
+// CPU features an AOTInductor file was compiled for (its AOTI_CPU_ISA metadata) that this
+// CPU lacks; running such code would die with an illegal instruction
+static std::string missing_cpu_features(const std::string &isa)
+{
+  static const std::map<std::string, bool> supported = {
+      {"AVX2", __builtin_cpu_supports("avx2")},
+      {"AVX512", __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")},
+      {"AVX512_VNNI", __builtin_cpu_supports("avx512vnni")},
+      {"AVX512_BF16", __builtin_cpu_supports("avx512bf16")},
+      {"AVX512_FP16", __builtin_cpu_supports("avx512fp16")},
+  };
+  std::string missing;
+  for (const auto &feature : utils::split_words(isa)) {
+    auto it = supported.find(feature);
+    if (it != supported.end() && !it->second) missing += " " + feature;
+  }
+  return missing;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -86,54 +127,132 @@ void PairMLFF::compute(int eflag, int vflag)
                "Pair style mlff does not compute per-atom virials (compute stress/atom or "
                "centroid/stress/atom); use the global pressure instead");
 
+  if (model->graph == MLFFModel::LOCAL)
+    compute_local();
+  else
+    compute_ghost();
+}
+
+/* ----------------------------------------------------------------------
+   ghost layout: nodes = local + ghost atoms, forces on all of them, virial by fdotr
+------------------------------------------------------------------------- */
+
+void PairMLFF::compute_ghost()
+{
   const int nlocal = atom->nlocal;
   const int nall = nlocal + atom->nghost;
-  const int nedges = build_edges();
+  const int64_t nedges = build_ghost_edges();
+  fill_types(nall);
 
-  auto &types = model->types;
-  if ((int) types.size() < nall) types.resize(nall);
-  const int *type = atom->type;
-  for (int i = 0; i < nall; i++) types[i] = type_map[type[i]];
-
-  const auto cpu_long = torch::TensorOptions().dtype(torch::kInt64);
-  torch::Tensor edge_index = model->edge_buffer.narrow(0, 0, 2 * (int64_t) nedges).view({2, nedges});
-
+  const auto device = model->device;
+  torch::Tensor edge_index = model->edge_buffer.narrow(0, 0, 2 * nedges).view({2, nedges});
   torch::Tensor pos = torch::from_blob(atom->x[0], {nall, 3}, torch::kFloat64)
-                          .to(model->device, model->dtype, false, true)
-                          .requires_grad_(true);
-  torch::Tensor atom_types = torch::from_blob(types.data(), {nall}, cpu_long).to(model->device);
-  edge_index = edge_index.to(model->device);
+                          .to(device, model->dtype, false, true);
+  torch::Tensor atom_types = torch::from_blob(model->types.data(), {nall}, torch::kInt64);
+  edge_index = edge_index.to(device);
+  atom_types = atom_types.to(device);
 
-  torch::Tensor energy_local, forces, atom_energy;
+  torch::Tensor atom_energy, forces;
   try {
-    atom_energy = model->module.forward({pos, edge_index, atom_types, (int64_t) nlocal})
-                      .toTensor()
-                      .reshape({-1});
+    if (model->format == MLFFModel::AOTI) {
+      auto local_mask = torch::zeros({nall}, torch::TensorOptions().dtype(model->dtype));
+      local_mask.narrow(0, 0, nlocal).fill_(1.0);
+      auto out = model->aoti->run({pos, edge_index, atom_types, local_mask.to(device)});
+      atom_energy = out.at(0);
+      forces = out.at(1);
+    } else {
+      pos.requires_grad_(true);
+      atom_energy = model->module.forward({pos, edge_index, atom_types, (int64_t) nlocal}).toTensor();
+    }
   } catch (const std::exception &e) {
     error->one(FLERR, "Pair style mlff: model {} failed on step {}: {}", model->filename,
                update->ntimestep, first_line(e.what()));
   }
+  atom_energy = atom_energy.reshape({-1});
   if (atom_energy.size(0) != nall)
     error->one(FLERR, "Pair style mlff: model {} returned {} atom energies for {} atoms",
                model->filename, atom_energy.size(0), nall);
 
-  try {
-    energy_local = atom_energy.narrow(0, 0, nlocal).sum();
-    // allow_unused: a configuration without edges leaves the energy independent of positions
-    auto grad = torch::autograd::grad({energy_local}, {pos}, {}, false, false, true)[0];
-    forces = grad.defined() ? -grad : torch::zeros_like(pos);
-  } catch (const std::exception &e) {
-    error->one(FLERR, "Pair style mlff: forces of model {} failed on step {}: {}",
-               model->filename, update->ntimestep, first_line(e.what()));
+  torch::Tensor energy_local = atom_energy.narrow(0, 0, nlocal).sum();
+  if (model->format == MLFFModel::TORCHSCRIPT) {
+    try {
+      // allow_unused: a configuration without edges leaves the energy independent of positions
+      auto grad = torch::autograd::grad({energy_local}, {pos}, {}, false, false, true)[0];
+      forces = grad.defined() ? -grad : torch::zeros_like(pos);
+    } catch (const std::exception &e) {
+      error->one(FLERR, "Pair style mlff: forces of model {} failed on step {}: {}",
+                 model->filename, update->ntimestep, first_line(e.what()));
+    }
   }
 
-  forces = forces.detach().to(torch::kCPU, torch::kFloat64).contiguous();
+  accumulate(energy_local, atom_energy, forces, nall);
+  if (vflag_fdotr) virial_fdotr_compute();
+}
+
+/* ----------------------------------------------------------------------
+   local layout: nodes = local atoms, periodic images as cell shifts; model virial
+------------------------------------------------------------------------- */
+
+void PairMLFF::compute_local()
+{
+  const int nlocal = atom->nlocal;
+  const int64_t nedges = build_local_edges();
+  fill_types(nlocal);
+
+  const auto device = model->device;
+  const auto real = torch::TensorOptions().dtype(model->dtype);
+  const double *h = domain->h;
+  // rows are the box vectors a = (xprd, 0, 0), b = (xy, yprd, 0), c = (xz, yz, zprd)
+  double cell_rows[9] = {h[0], 0.0, 0.0, h[5], h[1], 0.0, h[4], h[3], h[2]};
+
+  torch::Tensor edge_index = model->edge_buffer.narrow(0, 0, 2 * nedges).view({2, nedges});
+  std::vector<torch::Tensor> inputs = {
+      torch::from_blob(atom->x[0], {nlocal, 3}, torch::kFloat64).to(device, model->dtype),
+      edge_index.to(device),
+      torch::from_blob(model->types.data(), {nlocal}, torch::kInt64).to(device),
+      torch::from_blob(cell_rows, {1, 3, 3}, torch::kFloat64).to(device, model->dtype),
+      torch::from_blob(model->cell_shifts.data(), {nedges, 3}, torch::kFloat64)
+          .to(device, model->dtype)};
+
+  std::vector<torch::Tensor> out;
+  try {
+    out = model->aoti->run(inputs);
+  } catch (const std::exception &e) {
+    error->one(FLERR, "Pair style mlff: model {} failed on step {}: {}", model->filename,
+               update->ntimestep, first_line(e.what()));
+  }
+  torch::Tensor atom_energy = out.at(0).reshape({-1});
+  accumulate(atom_energy.sum(), atom_energy, out.at(1), nlocal);
+
+  if (vflag_global) {
+    auto v = out.at(2).detach().to(torch::kCPU, torch::kFloat64).contiguous();
+    const double *w = v.data_ptr<double>();    // [1, 3, 3], LAMMPS's sign: sum r (x) f
+    virial[0] += w[0];
+    virial[1] += w[4];
+    virial[2] += w[8];
+    virial[3] += w[1];
+    virial[4] += w[2];
+    virial[5] += w[5];
+  }
+}
+
+/* ----------------------------------------------------------------------
+   add model forces of the first nforce atoms, energy and per-atom energies of local atoms
+------------------------------------------------------------------------- */
+
+void PairMLFF::accumulate(const torch::Tensor &energy_local, const torch::Tensor &atom_energy,
+                          const torch::Tensor &forces_model, int nforce)
+{
+  auto forces = forces_model.detach().to(torch::kCPU, torch::kFloat64).contiguous();
+  if (forces.numel() != 3 * (int64_t) nforce)
+    error->one(FLERR, "Pair style mlff: model {} returned {} force components for {} atoms",
+               model->filename, forces.numel(), nforce);
   const double *fmodel = forces.data_ptr<double>();
   const double energy = energy_local.item<double>();
-  check_finite(energy, fmodel, nall);
+  check_finite(energy, fmodel, nforce);
 
   double **f = atom->f;
-  for (int i = 0; i < nall; i++) {
+  for (int i = 0; i < nforce; i++) {
     f[i][0] += fmodel[3 * i];
     f[i][1] += fmodel[3 * i + 1];
     f[i][2] += fmodel[3 * i + 2];
@@ -143,28 +262,48 @@ void PairMLFF::compute(int eflag, int vflag)
   if (eflag_atom) {
     auto eatom_model = atom_energy.detach().to(torch::kCPU, torch::kFloat64).contiguous();
     const double *e = eatom_model.data_ptr<double>();
-    for (int i = 0; i < nlocal; i++) eatom[i] += e[i];
+    for (int i = 0; i < atom->nlocal; i++) eatom[i] += e[i];
   }
-  if (vflag_fdotr) virial_fdotr_compute();
+}
+
+/* ---------------------------------------------------------------------- */
+
+void PairMLFF::fill_types(int n)
+{
+  auto &types = model->types;
+  if ((int) types.size() < n) types.resize(n);
+  const int *type = atom->type;
+  for (int i = 0; i < n; i++) types[i] = type_map[type[i]];
 }
 
 /* ----------------------------------------------------------------------
-   edges (center, neighbor) for every listed pair closer than r_max; the list is built with
-   a skin, so this filter runs every step. Local atoms are centers; with more than one layer
-   ghost atoms are centers too, so messages reaching local atoms are complete.
+   grow the edge buffers to hold every listed pair of the first ncenters list entries
 ------------------------------------------------------------------------- */
 
-int PairMLFF::build_edges()
+void PairMLFF::reserve_edges(int ncenters)
 {
-  double **x = atom->x;
-  const int ncenters = list->inum + (num_layers > 1 ? list->gnum : 0);
-  const double cutsq_model = r_max * r_max;
-
   bigint npairs = 0;
   for (int ii = 0; ii < ncenters; ii++) npairs += list->numneigh[list->ilist[ii]];
   if (!model->edge_buffer.defined() || model->edge_buffer.numel() < 2 * npairs)
     model->edge_buffer = torch::empty({2 * (int64_t) (1.2 * npairs) + 2}, torch::kInt64);
-  if ((bigint) model->neighbor_scratch.size() < npairs) model->neighbor_scratch.resize(1.2 * npairs + 1);
+  if ((bigint) model->neighbor_scratch.size() < npairs)
+    model->neighbor_scratch.resize(1.2 * npairs + 1);
+}
+
+/* ----------------------------------------------------------------------
+   ghost layout edges (center, neighbor) for every listed pair closer than r_max. The list
+   is built with a skin, so this filter runs every step. Local atoms are centers; with more
+   than one layer ghost atoms are centers too, and edges whose center is num_layers or more
+   hops from every local atom are dropped: no message through them reaches a local atom
+   within num_layers layers, so the pruning is exact.
+------------------------------------------------------------------------- */
+
+int64_t PairMLFF::build_ghost_edges()
+{
+  double **x = atom->x;
+  const int ncenters = list->inum + (num_layers > 1 ? list->gnum : 0);
+  const double cutsq_model = r_max * r_max;
+  reserve_edges(ncenters);
   int64_t *centers = model->edge_buffer.data_ptr<int64_t>();
   int64_t *neighbors = model->neighbor_scratch.data();
 
@@ -186,16 +325,86 @@ int PairMLFF::build_edges()
       }
     }
   }
+
+  if (num_layers > 1) {
+    auto &hops = model->hops;
+    const int nall = atom->nlocal + atom->nghost;
+    hops.assign(nall, num_layers);
+    for (int i = 0; i < atom->nlocal; i++) hops[i] = 0;
+    for (int level = 1; level < num_layers; level++)
+      for (int64_t e = 0; e < nedges; e++)
+        if (hops[centers[e]] == level - 1 && hops[neighbors[e]] > level) hops[neighbors[e]] = level;
+    int64_t kept = 0;
+    for (int64_t e = 0; e < nedges; e++)
+      if (hops[centers[e]] < num_layers) {
+        centers[kept] = centers[e];
+        neighbors[kept] = neighbors[e];
+        kept++;
+      }
+    nedges = kept;
+  }
   std::memcpy(centers + nedges, neighbors, nedges * sizeof(int64_t));
-  return (int) nedges;
+  return nedges;
+}
+
+/* ----------------------------------------------------------------------
+   local layout edges: centers are local atoms, a ghost neighbor becomes its owner plus the
+   integer cell shift S with x_ghost = x_owner + S . cell
+------------------------------------------------------------------------- */
+
+int64_t PairMLFF::build_local_edges()
+{
+  double **x = atom->x;
+  const tagint *tag = atom->tag;
+  const int nlocal = atom->nlocal;
+  const double cutsq_model = r_max * r_max;
+  const double *h = domain->h;
+  reserve_edges(list->inum);
+  int64_t *centers = model->edge_buffer.data_ptr<int64_t>();
+  int64_t *neighbors = model->neighbor_scratch.data();
+  auto &shifts = model->cell_shifts;
+  if (shifts.size() < 3 * model->neighbor_scratch.size()) shifts.resize(3 * model->neighbor_scratch.size());
+
+  int64_t nedges = 0;
+  for (int ii = 0; ii < list->inum; ii++) {
+    const int i = list->ilist[ii];
+    const int *jlist = list->firstneigh[i];
+    const int jnum = list->numneigh[i];
+    for (int jj = 0; jj < jnum; jj++) {
+      const int j = jlist[jj] & NEIGHMASK;
+      const double dx = x[j][0] - x[i][0];
+      const double dy = x[j][1] - x[i][1];
+      const double dz = x[j][2] - x[i][2];
+      if (dx * dx + dy * dy + dz * dz >= cutsq_model) continue;
+      const int owner = j < nlocal ? j : atom->map(tag[j]);
+      if (owner < 0 || owner >= nlocal)
+        error->one(FLERR, "Pair style mlff: atom {} has no local copy on this rank; the "
+                          "single-rank model layout needs every atom on one rank", tag[j]);
+      // solve x_j - x_owner = s0 a + s1 b + s2 c for the lower-triangular LAMMPS box
+      const double ox = x[j][0] - x[owner][0];
+      const double oy = x[j][1] - x[owner][1];
+      const double oz = x[j][2] - x[owner][2];
+      const double s2 = std::round(oz / h[2]);
+      const double s1 = std::round((oy - s2 * h[3]) / h[1]);
+      const double s0 = std::round((ox - s1 * h[5] - s2 * h[4]) / h[0]);
+      centers[nedges] = i;
+      neighbors[nedges] = owner;
+      shifts[3 * nedges] = s0;
+      shifts[3 * nedges + 1] = s1;
+      shifts[3 * nedges + 2] = s2;
+      nedges++;
+    }
+  }
+  std::memcpy(centers + nedges, neighbors, nedges * sizeof(int64_t));
+  return nedges;
 }
 
 /* ---------------------------------------------------------------------- */
 
-void PairMLFF::check_finite(double energy, const double *forces, int nall)
+void PairMLFF::check_finite(double energy, const double *forces, int n)
 {
   int bad = std::isfinite(energy) ? 0 : 1;
-  for (int k = 0; k < 3 * nall && !bad; k++)
+  for (int k = 0; k < 3 * n && !bad; k++)
     if (!std::isfinite(forces[k])) bad = 1;
   int anybad = 0;
   MPI_Allreduce(&bad, &anybad, 1, MPI_INT, MPI_MAX, world);
@@ -265,21 +474,27 @@ void PairMLFF::coeff(int narg, char **arg)
                "one element per LAMMPS atom type, in type order)",
                narg - 3, atom->ntypes);
 
-  load_model(arg[2]);
+  const std::string filename = arg[2];
+  if (!platform::file_is_readable(filename))
+    error->all(FLERR, "Pair style mlff cannot open model file {}: {}", filename,
+               utils::getsyserror());
+  model->filename = filename;
+  if (utils::strmatch(filename, "\\.pt2$"))
+    load_aoti(filename);
+  else
+    load_torchscript(filename);
   map_types(narg - 3, arg + 3);
 
   for (int i = 1; i <= atom->ntypes; i++)
     for (int j = i; j <= atom->ntypes; j++) setflag[i][j] = 1;
 }
 
-/* ---------------------------------------------------------------------- */
+/* ----------------------------------------------------------------------
+   TorchScript file: ghost layout, metadata in the archive's mlff_metadata.json
+------------------------------------------------------------------------- */
 
-void PairMLFF::load_model(const std::string &filename)
+void PairMLFF::load_torchscript(const std::string &filename)
 {
-  if (!platform::file_is_readable(filename))
-    error->all(FLERR, "Pair style mlff cannot open model file {}: {}", filename,
-               utils::getsyserror());
-
   torch::jit::ExtraFilesMap extra{{METADATA_FILE, ""}};
   try {
     model->module = torch::jit::load(filename, model->device, extra);
@@ -288,7 +503,8 @@ void PairMLFF::load_model(const std::string &filename)
                first_line(e.what()));
   }
   model->module.eval();
-  model->filename = filename;
+  model->format = MLFFModel::TORCHSCRIPT;
+  model->graph = MLFFModel::GHOST;
 
   if (extra[METADATA_FILE].empty())
     error->all(FLERR,
@@ -296,19 +512,105 @@ void PairMLFF::load_model(const std::string &filename)
                "export it with lmpbench (see pair_styles/README.md)",
                filename, METADATA_FILE);
 
-  json meta;
-  int version = -1;
-  std::string dtype;
+  std::map<std::string, std::string> meta;
   try {
-    meta = json::parse(extra[METADATA_FILE]);
-    version = meta.at("contract_version").get<int>();
-    r_max = meta.at("r_max").get<double>();
-    num_layers = meta.at("num_layers").get<int>();
-    dtype = meta.at("model_dtype").get<std::string>();
-    meta.at("type_names").get<std::vector<std::string>>();
+    auto parsed = json::parse(extra[METADATA_FILE]);
+    for (const char *key : {"r_max", "num_layers", "contract_version"})
+      if (parsed.contains(key)) meta[key] = parsed[key].dump();
+    if (parsed.contains("model_dtype")) meta["model_dtype"] = parsed["model_dtype"].get<std::string>();
+    if (parsed.contains("type_names"))
+      meta["type_names"] = utils::join_words(parsed["type_names"].get<std::vector<std::string>>(), " ");
   } catch (const std::exception &e) {
     error->all(FLERR, "Pair style mlff: model file {} has invalid metadata: {}", filename,
                first_line(e.what()));
+  }
+  apply_metadata(meta);
+}
+
+/* ----------------------------------------------------------------------
+   AOTInductor package: lmpbench's ghost or local layout, or a stock nequip-compile
+   pair_nequip file (local layout, no lmpbench keys)
+------------------------------------------------------------------------- */
+
+void PairMLFF::load_aoti(const std::string &filename)
+{
+  std::unordered_map<std::string, std::string> package_meta;
+  try {
+    package_meta = torch::inductor::AOTIModelPackageLoader::load_metadata_from_package(filename, "model");
+  } catch (const std::exception &e) {
+    error->all(FLERR, "Pair style mlff cannot read model file {} as an AOTInductor package: {}",
+               filename, first_line(e.what()));
+  }
+  std::map<std::string, std::string> meta(package_meta.begin(), package_meta.end());
+  auto value = [&](const std::string &key) { return meta.count(key) ? meta[key] : std::string(); };
+
+  const std::string compiled_for = value("AOTI_DEVICE_KEY");
+  if (!compiled_for.empty() && compiled_for != device_name)
+    error->all(FLERR, "Pair style mlff: model file {} was compiled for device {} but pair_style "
+               "mlff runs on {}; deploy it for {} or set 'pair_style mlff device {}'",
+               filename, compiled_for, device_name, device_name, compiled_for);
+  if (device_name == "cpu") {
+    const std::string missing = missing_cpu_features(value("AOTI_CPU_ISA"));
+    if (!missing.empty())
+      error->all(FLERR, "Pair style mlff: model file {} was compiled for CPU features '{}' and "
+                 "this CPU lacks{}; deploy the model on this kind of machine",
+                 filename, value("AOTI_CPU_ISA"), missing);
+  }
+  const std::string torch_version = value("torch_version");
+  if (!torch_version.empty() && torch_version.substr(0, torch_version.find('+')) != TORCH_VERSION)
+    error->all(FLERR, "Pair style mlff: model file {} was compiled with torch {} but this plugin "
+               "links torch {}; deploy it again with this environment's torch",
+               filename, torch_version, TORCH_VERSION);
+
+  const bool ours = meta.count("contract_version") > 0;
+  const std::string graph = ours ? value("graph") : "local";
+  const std::string inputs = value("nequip_aoti_inputs"), outputs = value("nequip_aoti_outputs");
+  const bool local_io = inputs == LOCAL_INPUTS && outputs == LOCAL_OUTPUTS;
+  const bool ghost_io = inputs == GHOST_INPUTS && outputs == GHOST_OUTPUTS;
+  if (graph == "local" && local_io)
+    model->graph = MLFFModel::LOCAL;
+  else if (graph == "ghost" && ghost_io)
+    model->graph = MLFFModel::GHOST;
+  else
+    error->all(FLERR, "Pair style mlff: model file {} has inputs '{}' and outputs '{}', which "
+               "match no layout this pair style runs (compile nequip models with "
+               "'--target pair_nequip' or deploy them with lmpbench)", filename, inputs, outputs);
+  if (!ours) {
+    meta["contract_version"] = std::to_string(CONTRACT_VERSION);
+    meta["num_layers"] = "1";    // the local layout needs no ghost shell beyond r_max
+  }
+
+  try {
+    const c10::DeviceIndex index = model->device.is_cuda() ? model->device.index() : -1;
+    model->aoti = std::make_unique<torch::inductor::AOTIModelPackageLoader>(filename, "model",
+                                                                              false, 1, index);
+  } catch (const std::exception &e) {
+    error->all(FLERR, "Pair style mlff cannot load model file {} (compiled for {}{}): {}",
+               filename, compiled_for, value("AOTI_COMPUTE_CAPABILITY").empty() ? "" :
+               " compute capability " + value("AOTI_COMPUTE_CAPABILITY"), first_line(e.what()));
+  }
+  model->format = MLFFModel::AOTI;
+  apply_metadata(meta);
+}
+
+/* ----------------------------------------------------------------------
+   contract metadata common to all formats, as strings
+------------------------------------------------------------------------- */
+
+void PairMLFF::apply_metadata(const std::map<std::string, std::string> &meta)
+{
+  const std::string &filename = model->filename;
+  for (const char *key : {"contract_version", "r_max", "num_layers", "model_dtype", "type_names"})
+    if (meta.count(key) == 0)
+      error->all(FLERR, "Pair style mlff: model file {} has no '{}' in its metadata", filename, key);
+
+  int version = -1;
+  try {
+    version = std::stoi(meta.at("contract_version"));
+    r_max = std::stod(meta.at("r_max"));
+    num_layers = std::stoi(meta.at("num_layers"));
+  } catch (const std::exception &e) {
+    error->all(FLERR, "Pair style mlff: model file {} has invalid metadata: {}", filename, e.what());
   }
   if (version != CONTRACT_VERSION)
     error->all(FLERR,
@@ -318,6 +620,8 @@ void PairMLFF::load_model(const std::string &filename)
   if (!(r_max > 0.0) || num_layers < 1)
     error->all(FLERR, "Pair style mlff: model file {} has r_max = {} and num_layers = {}",
                filename, r_max, num_layers);
+
+  const std::string dtype = meta.at("model_dtype");
   if (dtype == "float64")
     model->dtype = torch::kFloat64;
   else if (dtype == "float32")
@@ -325,8 +629,7 @@ void PairMLFF::load_model(const std::string &filename)
   else
     error->all(FLERR, "Pair style mlff: model file {} has model_dtype {}: use float32 or float64",
                filename, dtype);
-
-  model_type_names = meta.at("type_names").get<std::vector<std::string>>();
+  model_type_names = utils::split_words(meta.at("type_names"));
 }
 
 /* ---------------------------------------------------------------------- */
@@ -345,10 +648,12 @@ void PairMLFF::map_types(int nelements, char **elements)
 
   if (comm->me == 0) {
     std::string table = fmt::format(
-        "mlff: model {} (contract v{}, {}, r_max = {}, {} layer(s), device {}, {} thread(s))\n"
+        "mlff: model {} ({} {} layout, {}, r_max = {}, {} layer(s), device {}, {} thread(s))\n"
         "  LAMMPS type   element   model type\n",
-        model->filename, CONTRACT_VERSION, model->dtype == torch::kFloat64 ? "float64" : "float32",
-        r_max, num_layers, device_name, nthreads);
+        model->filename, model->format == MLFFModel::AOTI ? "AOTInductor" : "TorchScript",
+        model->graph == MLFFModel::LOCAL ? "local (single-rank)" : "ghost (any ranks)",
+        model->dtype == torch::kFloat64 ? "float64" : "float32", r_max, num_layers, device_name,
+        nthreads);
     for (int itype = 1; itype <= nelements; itype++)
       table += fmt::format("  {:>11}   {:>7}   {:>10}\n", itype, elements[itype - 1], type_map[itype]);
     utils::logmesg(lmp, table);
@@ -364,6 +669,22 @@ void PairMLFF::init_style()
                "Pair style mlff requires newton pair on (forces on ghost atoms are summed back "
                "to their owners): use 'newton on'");
 
+  if (model->graph == MLFFModel::LOCAL) {
+    if (comm->nprocs > 1)
+      error->all(FLERR,
+                 "Pair style mlff: model file {} uses the single-rank local layout and cannot "
+                 "run on {} MPI ranks; deploy it for several ranks with 'lmpbench deploy "
+                 "--target aoti-ghost' (or torchscript-ghost)",
+                 model->filename, comm->nprocs);
+    if (atom->map_style == Atom::MAP_NONE)
+      error->all(FLERR, "Pair style mlff with a local-layout model requires an atom map: "
+                        "add 'atom_modify map array' before the box is created");
+    no_virial_fdotr_compute = 1;    // the model returns the virial itself
+    neighbor->add_request(this, NeighConst::REQ_FULL);
+    return;
+  }
+
+  no_virial_fdotr_compute = 0;
   int flags = NeighConst::REQ_FULL;
   if (num_layers > 1) flags |= NeighConst::REQ_GHOST;
   neighbor->add_request(this, flags);
@@ -401,5 +722,7 @@ double PairMLFF::memory_usage()
   double bytes = Pair::memory_usage();
   if (model->edge_buffer.defined()) bytes += (double) model->edge_buffer.nbytes();
   bytes += (double) sizeof(int64_t) * (model->neighbor_scratch.capacity() + model->types.capacity());
+  bytes += (double) sizeof(int) * model->hops.capacity();
+  bytes += (double) sizeof(double) * model->cell_shifts.capacity();
   return bytes;
 }

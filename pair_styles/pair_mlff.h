@@ -14,9 +14,14 @@ PairStyle(mlff,PairMLFF);
 
 #include "pair.h"
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
+
+namespace at {
+class Tensor;
+}
 
 namespace LAMMPS_NS {
 
@@ -48,10 +53,20 @@ class PairMLFF : public Pair {
   std::vector<std::string> model_type_names;
 
   void allocate();
-  void load_model(const std::string &filename);
-  void map_types(int narg, char **elements);
-  int build_edges();
-  void check_finite(double energy, const double *forces, int nall);
+  void load_torchscript(const std::string &filename);
+  void load_aoti(const std::string &filename);
+  void apply_metadata(const std::map<std::string, std::string> &meta);
+  void map_types(int nelements, char **elements);
+
+  void compute_ghost();
+  void compute_local();
+  void fill_types(int n);
+  void reserve_edges(int ncenters);
+  int64_t build_ghost_edges();
+  int64_t build_local_edges();
+  void accumulate(const at::Tensor &energy_local, const at::Tensor &atom_energy,
+                  const at::Tensor &forces, int nforce);
+  void check_finite(double energy, const double *forces, int n);
 };
 
 }    // namespace LAMMPS_NS
