@@ -1,0 +1,551 @@
+"""``lmpbench deploy``: trained models into files that pair style mlff runs, then checked.
+
+Sources (``SOURCE_KINDS``): nequip checkpoints (``.ckpt``) and packages (``.nequip.zip``),
+and TorchScript modules that follow the model contract (``.pt``/``.pth``, per-atom energies
+from ``forward(pos, edge_index, atom_types, nlocal)``).
+
+Targets (``TARGETS``), all read by the same pair style, which picks its path from the file:
+
+- ``aoti-local``: AOTInductor, local atoms with periodic cell shifts (nequip's pair_nequip
+  layout and inputs); the fastest, one MPI rank only.
+- ``aoti-ghost``: AOTInductor, local + ghost atoms, energy summed over local atoms and forces
+  on all nodes computed inside the compiled model; exact on any number of ranks.
+- ``torchscript-ghost``: the same layout in TorchScript, forces by autograd in the pair
+  style; the fallback for models that do not export, and the only target for TorchScript
+  sources.
+
+Every deploy is checked: a test structure is evaluated in LAMMPS through the plugin and in
+Python (nequip's ASE calculator for nequip models), and the file is only moved into place
+when energies, forces and stress agree to the dtype's tolerance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from ase import Atoms
+
+from lmpbench import __version__
+from lmpbench.contract import CONTRACT_VERSION, METADATA_FILE, ModelMetadata, save_model
+
+LOCAL_MASK_FIELD = "mlff_local_mask"  # node field of the aoti-ghost inputs (1 for local atoms)
+
+
+class DeployError(ValueError):
+    """A model cannot be deployed as asked; the message says why and what to change."""
+
+
+class DeployCheckError(DeployError):
+    """LAMMPS and the Python model disagree beyond tolerance."""
+
+
+@dataclass(frozen=True)
+class DeployTarget:
+    name: str
+    format: str  # "aotinductor" or "torchscript"
+    graph: str  # "local" (one rank, cell shifts) or "ghost" (any ranks)
+    suffix: str  # the pair style tells formats apart by file suffix
+    description: str
+
+    @property
+    def multi_rank(self) -> bool:
+        return self.graph == "ghost"
+
+
+TARGETS = {t.name: t for t in (
+    DeployTarget("aoti-local", "aotinductor", "local", ".pt2",
+                 "AOTInductor, local atoms + cell shifts (pair_nequip layout): fastest, one MPI rank"),
+    DeployTarget("aoti-ghost", "aotinductor", "ghost", ".pt2",
+                 "AOTInductor, local + ghost atoms: exact on any number of MPI ranks"),
+    DeployTarget("torchscript-ghost", "torchscript", "ghost", ".pt",
+                 "TorchScript, local + ghost atoms: exact on any number of ranks; fallback"),
+)}
+
+# float64 as the issue fixes it; float32 sums of ~100 atoms lose about 1e-6 relative
+TOLERANCES = {
+    "float64": {"energy_eV": 1e-8, "forces_eV_A": 1e-8, "stress_eV_A3": 1e-8},
+    "float32": {"energy_eV": 5e-3, "forces_eV_A": 5e-4, "stress_eV_A3": 1e-5},
+}
+
+
+def sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype):
+    """nequip builds and converts data in the default dtype; a float64 model fed float32
+    positions gives NaN without a word, so model work here runs under the model's dtype."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+# ---------------------------------------------------------------------------------------------
+# sources
+
+
+@dataclass
+class SourceModel:
+    """A model to deploy: where it is, what the contract needs to know, how to rebuild it."""
+
+    path: Path
+    kind: str
+    metadata: ModelMetadata
+    sha256: str
+    targets: tuple[str, ...]  # supported targets, preferred first for one rank
+    load: Callable = field(repr=False)  # () -> the model in Python (nequip GraphModel or contract module)
+
+
+def _nequip_num_layers(model) -> int:
+    """Message-passing depth of a nequip model: its interaction blocks (1 for strictly local)."""
+    blocks = sum(type(m).__name__ == "InteractionBlock" for m in model.modules())
+    return max(1, blocks)
+
+
+def _load_nequip(path: Path) -> SourceModel:
+    from nequip.utils.global_state import set_global_state
+
+    set_global_state()
+
+    def load(compile_mode: str = "eager"):
+        from nequip.model.saved_models.load_utils import load_saved_model
+
+        with default_dtype(torch.float64):
+            model = load_saved_model(str(path), compile_mode=compile_mode)
+        return model.eval()
+
+    try:
+        model = load()
+    except Exception as err:  # nequip raises many kinds; the user needs the file named
+        raise DeployError(f"{path} is not a loadable nequip checkpoint or package: {str(err).splitlines()[0]}") from None
+    if "atomic_energy" not in getattr(model, "irreps_out", {}):
+        raise DeployError(f"{path}: the model has no per-atom energies (atomic_energy), which the pair style needs")
+    meta = model.metadata
+    metadata = ModelMetadata(r_max=float(meta["r_max"]), type_names=meta["type_names"].split(" "),
+                             num_layers=_nequip_num_layers(model), model_dtype=meta["model_dtype"])
+    return SourceModel(path, "nequip", metadata, sha256(path), ("aoti-local", "aoti-ghost", "torchscript-ghost"), load)
+
+
+def _load_torchscript(path: Path) -> SourceModel:
+    from lmpbench.contract import ContractError, read_metadata
+
+    try:
+        metadata = read_metadata(path)
+    except ContractError as err:
+        raise DeployError(str(err)) from None
+
+    def load():
+        return torch.jit.load(str(path), map_location="cpu").eval()
+
+    return SourceModel(path, "torchscript", metadata, sha256(path), ("torchscript-ghost",), load)
+
+
+@dataclass(frozen=True)
+class SourceKind:
+    name: str
+    suffixes: tuple[str, ...]
+    load: Callable[[Path], SourceModel]
+
+
+SOURCE_KINDS = (
+    SourceKind("nequip", (".ckpt", ".nequip.zip"), _load_nequip),
+    SourceKind("torchscript", (".pt", ".pth"), _load_torchscript),
+)
+
+
+def load_source(path: str | Path) -> SourceModel:
+    path = Path(path)
+    if not path.is_file():
+        raise DeployError(f"model file {path} does not exist")
+    for kind in SOURCE_KINDS:
+        if path.name.endswith(kind.suffixes):
+            return kind.load(path)
+    known = ", ".join(s for k in SOURCE_KINDS for s in k.suffixes)
+    raise DeployError(f"{path}: unknown model file type (expected one of {known})")
+
+
+# ---------------------------------------------------------------------------------------------
+# exports
+
+
+class NequIPAtomEnergies(torch.nn.Module):
+    """Contract forward around an energy-only nequip model: no cell, so edge vectors are
+    pos[j] - pos[i], as the ghost layout needs."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pos: torch.Tensor, edge_index: torch.Tensor, atom_types: torch.Tensor, nlocal: int):
+        out = self.model({"pos": pos, "edge_index": edge_index, "atom_types": atom_types})
+        return out["atomic_energy"].reshape(-1)
+
+
+class NequIPGhostForces(torch.nn.Module):
+    """aoti-ghost model: atomic energies of all nodes and forces -d(sum of local energies)/dpos
+    on all nodes, the local atoms marked by the ``mlff_local_mask`` node field."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.model_dtype = model.model_dtype
+        self.type_names = model.type_names
+
+    def forward(self, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        pos = data["pos"]
+        with torch.enable_grad():
+            pos.requires_grad_(True)
+            out = self.model({"pos": pos, "edge_index": data["edge_index"], "atom_types": data["atom_types"]})
+            atomic_energy = out["atomic_energy"]
+            local_energy = (atomic_energy.reshape(-1) * data[LOCAL_MASK_FIELD]).sum()
+            (grad,) = torch.autograd.grad([local_energy], [pos], create_graph=self.training)
+        return {"atomic_energy": atomic_energy, "forces": -grad}
+
+
+def _energy_only(model):
+    from nequip.model.modify_utils import modify
+
+    return modify(model, [{"modifier": "disable_ForceStressOutput"}])
+
+
+def _provenance(source: SourceModel, target: DeployTarget, device: str) -> dict[str, str]:
+    import nequip
+
+    info = {
+        "lmpbench_version": __version__,
+        "torch_version": torch.__version__,
+        "nequip_version": nequip.__version__,
+        "source_file": str(source.path.resolve()),
+        "source_sha256": source.sha256,
+        "source_kind": source.kind,
+        "target": target.name,
+        "device": device,
+    }
+    if device == "cpu":
+        info["cpu_isa"] = torch.backends.cpu.get_cpu_capability()
+    else:
+        major, minor = torch.cuda.get_device_capability()
+        info["gpu_arch"] = f"sm_{major}{minor}"
+    return info
+
+
+def _export_torchscript_ghost(source: SourceModel, out: Path, device: str, provenance: dict) -> None:
+    metadata = ModelMetadata(r_max=source.metadata.r_max, type_names=source.metadata.type_names,
+                             num_layers=source.metadata.num_layers, model_dtype=source.metadata.model_dtype,
+                             extra=provenance)
+    if source.kind == "torchscript":
+        save_model(source.load(), out, metadata)
+        return
+    from e3nn.util.jit import script
+    from nequip.utils.compile import prepare_model_for_compile
+
+    with default_dtype(torch.float64):
+        model = prepare_model_for_compile(_energy_only(source.load()), device)
+        scripted = script(NequIPAtomEnergies(model))
+    torch.jit.save(scripted, str(out), _extra_files={METADATA_FILE: metadata.to_json()})
+
+
+def _aoti_metadata(source: SourceModel, target: DeployTarget, model, inputs, outputs, provenance) -> dict:
+    from nequip.utils.aoti_metadata import NEQUIP_AOTI_INPUTS_KEY, NEQUIP_AOTI_OUTPUTS_KEY, serialize_aoti_keys
+    from nequip.utils.global_state import get_latest_global_state
+
+    meta = dict(model.metadata)
+    meta.update(get_latest_global_state(only_metadata_related=True))
+    meta.update(provenance)
+    meta.update({
+        "contract_version": CONTRACT_VERSION,
+        "graph": target.graph,
+        "num_layers": source.metadata.num_layers,
+        NEQUIP_AOTI_INPUTS_KEY: serialize_aoti_keys(inputs),
+        NEQUIP_AOTI_OUTPUTS_KEY: serialize_aoti_keys(outputs),
+    })
+    return {k: str(int(v)) if isinstance(v, bool) else str(v) for k, v in meta.items()}
+
+
+def _dynamic_dims(static_graph: bool = True) -> dict:
+    dims = {
+        "graph": torch.export.Dim.STATIC,
+        "node": torch.export.Dim("num_nodes", min=2, max=torch.inf),
+        "edge": torch.export.Dim("num_edges", min=2, max=torch.inf),
+    }
+    return dims
+
+
+def _export_aoti_local(source: SourceModel, out: Path, device: str, provenance: dict) -> None:
+    from nequip.scripts._compile_utils import COMPILE_TARGET_DICT
+    from nequip.model.saved_models.load_utils import load_saved_model
+    from nequip.utils.aot import aot_export_model
+
+    spec = COMPILE_TARGET_DICT["pair_nequip"]
+    with default_dtype(torch.float64):
+        model, data = load_saved_model(str(source.path), return_data_dict=True)
+        data = spec["data_settings"](dict(data))
+        metadata = _aoti_metadata(source, TARGETS["aoti-local"], model, spec["input"], spec["output"], provenance)
+        aot_export_model(model=model, device=device, input_fields=spec["input"], output_fields=spec["output"],
+                         data={k: v.to(device).contiguous() for k, v in data.items()}, batch_map=_dynamic_dims(),
+                         output_path=str(out), inductor_configs={"aot_inductor.metadata": metadata})
+
+
+def _export_aoti_ghost(source: SourceModel, out: Path, device: str, provenance: dict) -> None:
+    from nequip.data._key_registry import register_fields
+    from nequip.model.saved_models.load_utils import load_saved_model
+    from nequip.utils.aot import aot_export_model
+
+    from lmpbench.graphs import ghost_graph
+
+    register_fields(node_fields=[LOCAL_MASK_FIELD])
+    inputs = ["pos", "edge_index", "atom_types", LOCAL_MASK_FIELD]
+    outputs = ["atomic_energy", "forces"]
+    with default_dtype(torch.float64):
+        model, example = load_saved_model(str(source.path), return_data_dict=True)
+        wrapper = NequIPGhostForces(_energy_only(model))
+        # trace on a real ghost graph of the checkpoint's example frame
+        atoms = Atoms(numbers=example["atomic_numbers"].numpy(), positions=example["pos"].numpy(),
+                      cell=example["cell"].reshape(3, 3).numpy(), pbc=example["pbc"].reshape(3).numpy())
+        graph = ghost_graph(atoms, source.metadata.type_names, source.metadata.r_max, source.metadata.num_layers)
+        dtype = torch.float64 if source.metadata.model_dtype == "float64" else torch.float32
+        mask = torch.zeros(len(graph.positions), dtype=dtype)
+        mask[: graph.nlocal] = 1.0
+        data = {"pos": torch.tensor(graph.positions, dtype=dtype), "edge_index": torch.from_numpy(graph.edge_index),
+                "atom_types": torch.from_numpy(graph.atom_types), LOCAL_MASK_FIELD: mask}
+        metadata = _aoti_metadata(source, TARGETS["aoti-ghost"], model, inputs, outputs, provenance)
+        # AOTInductor compiles for the strides it is traced with: trace with the contiguous
+        # tensors the pair style passes
+        aot_export_model(model=wrapper, device=device, input_fields=inputs, output_fields=outputs,
+                         data={k: v.to(device).contiguous() for k, v in data.items()}, batch_map=_dynamic_dims(),
+                         output_path=str(out), inductor_configs={"aot_inductor.metadata": metadata})
+
+
+EXPORTERS = {
+    "aoti-local": _export_aoti_local,
+    "aoti-ghost": _export_aoti_ghost,
+    "torchscript-ghost": _export_torchscript_ghost,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# check
+
+
+@dataclass
+class CheckReport:
+    """Largest differences between LAMMPS (through the plugin) and the Python model."""
+
+    natoms: int
+    reference: str
+    energy_eV: float
+    forces_eV_A: float
+    stress_eV_A3: float
+    tolerance: dict
+
+    @property
+    def passed(self) -> bool:
+        return all(getattr(self, k) <= tol for k, tol in self.tolerance.items())
+
+    def lines(self) -> list[str]:
+        rows = [f"check on {self.natoms} atoms, LAMMPS vs {self.reference}:"]
+        for key, label in (("energy_eV", "energy (eV)"), ("forces_eV_A", "forces (eV/Å)"), ("stress_eV_A3", "stress (eV/Å³)")):
+            value, tol = getattr(self, key), self.tolerance[key]
+            rows.append(f"  max |Δ| {label:15s} {value:10.3e}  (tolerance {tol:.0e}) {'ok' if value <= tol else 'FAILED'}")
+        return rows
+
+
+def default_structure(type_names: list[str], seed: int = 7) -> Atoms:
+    """A rattled, sheared fcc alloy of the model's elements (108 atoms), nearest-neighbour
+    distance from covalent radii, in LAMMPS orientation."""
+    from ase.build import bulk
+    from ase.data import atomic_numbers, covalent_radii
+
+    from lmpbench.structures import lammps_oriented
+
+    rng = np.random.default_rng(seed)
+    elements = [s for s in type_names if s in atomic_numbers]
+    if not elements:
+        raise DeployError(f"cannot build a test structure: no element among the model's types {type_names}; pass one")
+    nn_distance = 2 * np.mean([covalent_radii[atomic_numbers[s]] for s in elements])
+    atoms = bulk(elements[0], "fcc", a=nn_distance * np.sqrt(2), cubic=True).repeat((3, 3, 3))
+    atoms.symbols[:] = rng.choice(elements, size=len(atoms))
+    atoms.set_cell(atoms.cell.array @ (np.eye(3) + np.array([[0.01, 0.06, 0.03], [0, -0.02, 0.05], [0, 0, 0.02]])),
+                   scale_atoms=True)
+    atoms.rattle(0.05, seed=seed)
+    return lammps_oriented(atoms)
+
+
+def lammps_evaluate(model_file: Path, atoms: Atoms, type_names: list[str], pair_args: str = "") -> dict:
+    """Energy (eV), forces (eV/Å, in the order of ``atoms``) and stress (eV/Å³, ASE's sign and
+    Voigt order xx yy zz yz xz xy) of ``atoms`` through pair style mlff, in this process."""
+    from lmpbench.engine import open_lammps
+    from lmpbench.structures import boundary, lammps_oriented, write_lammps_data
+
+    atoms = lammps_oriented(atoms)
+    elements = [s for s in type_names if s in set(atoms.get_chemical_symbols())]
+    with tempfile.TemporaryDirectory() as tmp:
+        data = write_lammps_data(Path(tmp) / "check.data", atoms, elements)
+        lmp = open_lammps()
+        try:
+            lmp.commands_string("\n".join([
+                "units metal", "atom_modify map array", f"boundary {boundary(atoms)}", f"read_data {data}",
+                f"pair_style mlff {pair_args}", f"pair_coeff * * {model_file} {' '.join(elements)}",
+                "thermo_style custom step pe pxx pyy pzz pyz pxz pxy vol", "run 0 post no"]))
+            n = len(atoms)
+            forces = np.ctypeslib.as_array(lmp.gather_atoms("f", 1, 3)).reshape(n, 3).copy()
+            pressure = np.array([lmp.get_thermo(k) for k in ("pxx", "pyy", "pzz", "pyz", "pxz", "pxy")])
+            nktv2p = lmp.extract_global("nktv2p")
+            energy = lmp.get_thermo("pe")
+        finally:
+            lmp.close()
+    return {"energy": energy, "forces": forces, "stress": -pressure / nktv2p, "atoms": atoms}
+
+
+def python_evaluate(source: SourceModel, atoms: Atoms) -> tuple[dict, str]:
+    """The same quantities from the model in Python: nequip's ASE calculator for nequip
+    models, the contract forward on an unrolled periodic graph for TorchScript ones."""
+    if source.kind == "nequip":
+        from nequip.integrations.ase import NequIPCalculator
+
+        with default_dtype(torch.float64):
+            calc = NequIPCalculator._from_saved_model(str(source.path), device="cpu")
+            atoms = atoms.copy()
+            atoms.calc = calc
+            result = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces(),
+                      "stress": atoms.get_stress(voigt=True) if atoms.pbc.all() else np.zeros(6)}
+        return result, "nequip's ASE calculator"
+
+    from lmpbench.graphs import contract_energy_forces, ghost_graph
+
+    meta = source.metadata
+    graph = ghost_graph(atoms, meta.type_names, meta.r_max, meta.num_layers)
+    energy, forces = contract_energy_forces(source.load(), graph)
+    return {"energy": energy, "forces": forces, "stress": None}, "the TorchScript model on a Python-built periodic graph"
+
+
+def check(model_file: str | Path, source: SourceModel, atoms: Atoms | None = None, pair_args: str = "") -> CheckReport:
+    """Evaluate ``atoms`` (default: ``default_structure``) in LAMMPS and in Python."""
+    meta = source.metadata
+    atoms = default_structure(meta.type_names) if atoms is None else atoms
+    unknown = sorted(set(atoms.get_chemical_symbols()) - set(meta.type_names))
+    if unknown:
+        raise DeployError(f"structure has element(s) {', '.join(unknown)} that the model lacks (it has {' '.join(meta.type_names)})")
+    lmp = lammps_evaluate(Path(model_file), atoms, meta.type_names, pair_args)
+    ref, reference = python_evaluate(source, lmp["atoms"])
+    stress = 0.0 if ref["stress"] is None or not lmp["atoms"].pbc.all() else float(np.abs(lmp["stress"] - ref["stress"]).max())
+    return CheckReport(len(atoms), reference, abs(lmp["energy"] - ref["energy"]),
+                       float(np.abs(lmp["forces"] - ref["forces"]).max()), stress, TOLERANCES[meta.model_dtype])
+
+
+# ---------------------------------------------------------------------------------------------
+# deploy
+
+
+@dataclass
+class DeployResult:
+    path: Path
+    target: DeployTarget
+    report: CheckReport
+    fallback_reason: str | None = None
+
+    def pair_lines(self, elements: list[str] | None = None) -> str:
+        names = " ".join(elements) if elements else "<element of type 1> <element of type 2> ..."
+        return f"pair_style mlff\npair_coeff * * {self.path} {names}"
+
+
+def choose_target(source: SourceModel, target: str, ranks: int) -> list[str]:
+    """Targets to try in order: the requested one, or for ``auto`` the fastest that runs on
+    ``ranks`` ranks, then the TorchScript fallback."""
+    if target != "auto":
+        if target not in TARGETS:
+            raise DeployError(f"unknown target {target!r}; choose from {', '.join(TARGETS)} or auto")
+        if target not in source.targets:
+            raise DeployError(f"{source.kind} models deploy to {', '.join(source.targets)}, not {target}")
+        if ranks > 1 and not TARGETS[target].multi_rank:
+            raise DeployError(f"target {target} runs on one MPI rank only; use aoti-ghost or torchscript-ghost for {ranks}")
+        return [target]
+    usable = [t for t in source.targets if ranks == 1 or TARGETS[t].multi_rank]
+    return usable
+
+
+def deploy(model: str | Path, out: str | Path, target: str = "auto", ranks: int = 1, device: str = "cpu",
+           dtype: str | None = None, structure: Atoms | None = None, echo=print) -> DeployResult:
+    """Deploy ``model`` to ``out`` and check it; ``out`` is replaced only by a checked file."""
+    source = load_source(model)
+    if dtype is not None and dtype != source.metadata.model_dtype:
+        if source.kind == "nequip":
+            raise DeployError(f"{model} was trained with model_dtype {source.metadata.model_dtype}; nequip fixes the "
+                              f"dtype at training, so it cannot be deployed as {dtype}")
+        meta = source.metadata
+        source.metadata = ModelMetadata(meta.r_max, meta.type_names, meta.num_layers, dtype, extra=meta.extra)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise DeployError("--device cuda: this torch has no CUDA or no GPU is visible")
+    out = Path(out)
+    candidates = choose_target(source, target, ranks)
+    fallback_reason = None
+    for name in candidates:
+        spec = TARGETS[name]
+        if out.suffix != spec.suffix:
+            if target != "auto":
+                raise DeployError(f"target {name} writes a {spec.suffix} file; name the output *{spec.suffix}")
+            continue
+        if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
+            raise DeployError(f"cannot write {out}: {out.parent} is not a writable folder")
+        staging = out.with_name(f".{out.name}.staging{spec.suffix}")
+        echo(f"deploying {source.path} ({source.kind}, {', '.join(source.metadata.type_names)}, r_max "
+             f"{source.metadata.r_max}, {source.metadata.num_layers} layer(s)) as {name} on {device}")
+        try:
+            EXPORTERS[name](source, staging, device, _provenance(source, spec, device))
+        except DeployError:
+            raise
+        except Exception as err:  # an export that fails moves on to the fallback
+            fallback_reason = f"{name} failed: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+            echo(fallback_reason)
+            staging.unlink(missing_ok=True)
+            continue
+        try:
+            report = check(staging, source, structure, pair_args=f"device {device}")
+        except BaseException:
+            staging.unlink(missing_ok=True)
+            raise
+        for line in report.lines():
+            echo(line)
+        if not report.passed:
+            rejected = out.with_name(out.name + ".rejected")
+            staging.replace(rejected)
+            raise DeployCheckError(f"deployed model disagrees with {report.reference} beyond tolerance; "
+                                   f"kept as {rejected} for inspection, {out} left as it was")
+        staging.replace(out)
+        return DeployResult(out, spec, report, fallback_reason)
+    raise DeployError(f"no target could deploy {model} to {out}" + (f" ({fallback_reason})" if fallback_reason else "")
+                      + f"; tried {', '.join(candidates)} (a .pt output takes torchscript-ghost, .pt2 the AOTInductor ones)")
+
+
+def read_deployed_metadata(path: str | Path) -> dict[str, str]:
+    """Metadata of a deployed file (TorchScript or AOTInductor), flat strings."""
+    path = Path(path)
+    if path.suffix == ".pt2":
+        import torch._C._aoti as aoti  # noqa: F401  (ensures the loader is registered)
+        from torch._inductor import aoti_load_package
+
+        return dict(aoti_load_package(str(path)).get_metadata())
+    extra = {METADATA_FILE: ""}
+    torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    data = json.loads(extra[METADATA_FILE] or "{}")
+    flat = {k: v for k, v in data.items() if k != "extra"}
+    flat.update(data.get("extra", {}))
+    flat["type_names"] = " ".join(data.get("type_names", []))
+    return {k: str(v) for k, v in flat.items()}

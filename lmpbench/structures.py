@@ -1,0 +1,43 @@
+"""Structures into LAMMPS: orientation, boxes for molecules, data files (through ASE)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+
+
+def lammps_oriented(atoms: Atoms, vacuum: float = 10.0) -> Atoms:
+    """A copy of ``atoms`` that LAMMPS stores as is: a lower-triangular cell with positive
+    diagonal (a along x, b in the xy plane), positions rotated with it. A structure without
+    a cell (a molecule) gets an orthorhombic box with ``vacuum`` Å around it.
+    """
+    atoms = atoms.copy()
+    if atoms.cell.rank < 3:
+        atoms.center(vacuum=vacuum)
+    lower, _ = atoms.cell.standard_form()
+    atoms.set_cell(lower, scale_atoms=True)  # a rotation: fractional coordinates are kept
+    return atoms
+
+
+def boundary(atoms: Atoms) -> str:
+    """LAMMPS ``boundary`` for the periodicity of ``atoms`` (shrink-wrapped where not periodic)."""
+    return " ".join("p" if periodic else "s" for periodic in atoms.pbc)
+
+
+def write_lammps_data(path: str | Path, atoms: Atoms, elements: list[str]) -> Path:
+    """Write ``atoms`` (already ``lammps_oriented``) as an atomic-style data file whose atom
+    type k is ``elements[k - 1]``; atom IDs follow the order of ``atoms``."""
+    from ase.io.lammpsdata import write_lammps_data as ase_write
+
+    missing = sorted(set(atoms.get_chemical_symbols()) - set(elements))
+    if missing:
+        raise ValueError(f"structure has element(s) {', '.join(missing)} that are not in {' '.join(elements)}")
+    if not np.allclose(atoms.cell.array, np.tril(atoms.cell.array)):
+        raise ValueError("cell is not lower triangular: pass the structure through lammps_oriented() first")
+    path = Path(path)
+    with open(path, "w") as fd:
+        ase_write(fd, atoms, specorder=list(elements), masses=True, units="metal", atom_style="atomic",
+                  force_skew=True)
+    return path
