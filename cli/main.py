@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import click
@@ -55,6 +56,63 @@ def plugin_path(as_dir):
     except lib.PluginNotBuiltError as err:
         raise click.ClickException(str(err)) from None
     click.echo(path.parent if as_dir else path)
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("structure", required=False, type=click.Path(dir_okay=False))
+@click.option("-o", "--out", type=click.Path(dir_okay=False),
+              help="Deployed file to write: .pt2 (AOTInductor targets) or .pt (torchscript-ghost).")
+@click.option("--target", type=click.Choice(["auto", "aoti-local", "aoti-ghost", "torchscript-ghost"]), default="auto",
+              show_default=True, help="auto: aoti-local for one rank, aoti-ghost for several, TorchScript as fallback.")
+@click.option("--ranks", type=click.IntRange(min=1), default=1, show_default=True,
+              help="MPI ranks the model will run on (several need a ghost target).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), help="Model dtype (TorchScript sources only).")
+@click.option("--check", "check_only", is_flag=True,
+              help="Only check MODEL, an already deployed file, on STRUCTURE (default: a test alloy).")
+@click.option("--source", type=click.Path(exists=True, dir_okay=False),
+              help="With --check: the trained model to compare with (default: the one recorded in the file).")
+def deploy(model, structure, out, target, ranks, device, dtype, check_only, source):
+    """Deploy a trained MODEL (nequip .ckpt / .nequip.zip, or a contract TorchScript .pt) for
+    pair style mlff, and check it against the model in Python."""
+    from lmpbench import deploy as lib
+
+    warnings.filterwarnings("ignore", category=FutureWarning)  # torch.export / inductor chatter
+    warnings.filterwarnings("ignore", category=UserWarning)
+    atoms = _read_structure(structure) if structure else None
+    try:
+        if check_only:
+            if out:
+                raise click.UsageError("--check reads a deployed file; it writes nothing, so -o makes no sense")
+            report = lib.check(model, lib.source_for_check(model, source), atoms, pair_args=f"device {device}")
+            for line in report.lines():
+                click.echo(line)
+            if not report.passed:
+                raise click.ClickException(f"{model} disagrees with {report.reference} beyond tolerance")
+            return
+        if not out:
+            raise click.UsageError("give the file to write with -o/--out (e.g. -o model.pt2)")
+        if structure is not None and source:
+            raise click.UsageError("--source only goes with --check")
+        result = lib.deploy(model, out, target=target, ranks=ranks, device=device, dtype=dtype, structure=atoms,
+                            echo=click.echo)
+    except lib.DeployError as err:
+        raise click.ClickException(str(err)) from None
+    note = f" (fallback: {result.fallback_reason})" if result.fallback_reason else ""
+    click.echo(f"wrote {result.path} [{result.target.name}: {result.target.description}]{note}")
+    click.echo("use in LAMMPS (one element per atom type, in your type order; these are the model's):")
+    click.echo(result.pair_lines(result.source.metadata.type_names))
+
+
+def _read_structure(path):
+    from ase.io import read
+
+    try:
+        return read(path)
+    except Exception as err:  # ASE raises many kinds for unreadable files
+        raise click.BadParameter(f"cannot read {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
+                                 param_hint="STRUCTURE") from None
 
 
 @cli.command()

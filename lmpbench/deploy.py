@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -279,13 +280,13 @@ def _aoti_metadata(source: SourceModel, target: DeployTarget, model, inputs, out
     return {k: str(int(v)) if isinstance(v, bool) else str(v) for k, v in meta.items()}
 
 
-def _dynamic_dims(static_graph: bool = True) -> dict:
-    dims = {
+def _dynamic_dims() -> dict:
+    """One frame; any number of nodes and edges (as nequip-compile's pair_nequip target)."""
+    return {
         "graph": torch.export.Dim.STATIC,
         "node": torch.export.Dim("num_nodes", min=2, max=torch.inf),
         "edge": torch.export.Dim("num_edges", min=2, max=torch.inf),
     }
-    return dims
 
 
 def _export_aoti_local(source: SourceModel, out: Path, device: str, provenance: dict) -> None:
@@ -400,10 +401,13 @@ def lammps_evaluate(model_file: Path, atoms: Atoms, type_names: list[str], pair_
         data = write_lammps_data(Path(tmp) / "check.data", atoms, elements)
         lmp = open_lammps()
         try:
-            lmp.commands_string("\n".join([
-                "units metal", "atom_modify map array", f"boundary {boundary(atoms)}", f"read_data {data}",
-                f"pair_style mlff {pair_args}", f"pair_coeff * * {model_file} {' '.join(elements)}",
-                "thermo_style custom step pe pxx pyy pzz pyz pxz pxy vol", "run 0 post no"]))
+            try:
+                lmp.commands_string("\n".join([
+                    "units metal", "atom_modify map array", f"boundary {boundary(atoms)}", f"read_data {data}",
+                    f"pair_style mlff {pair_args}", f"pair_coeff * * {model_file} {' '.join(elements)}",
+                    "thermo_style custom step pe pxx pyy pzz pyz pxz pxy vol", "run 0 post no"]))
+            except Exception as err:  # the lammps module raises bare Exception with LAMMPS's ERROR line
+                raise DeployError(f"LAMMPS could not evaluate {model_file}: {str(err).splitlines()[0]}") from None
             n = len(atoms)
             forces = np.ctypeslib.as_array(lmp.gather_atoms("f", 1, 3)).reshape(n, 3).copy()
             pressure = np.array([lmp.get_thermo(k) for k in ("pxx", "pyy", "pzz", "pyz", "pxz", "pxy")])
@@ -458,12 +462,12 @@ def check(model_file: str | Path, source: SourceModel, atoms: Atoms | None = Non
 class DeployResult:
     path: Path
     target: DeployTarget
+    source: SourceModel
     report: CheckReport
     fallback_reason: str | None = None
 
-    def pair_lines(self, elements: list[str] | None = None) -> str:
-        names = " ".join(elements) if elements else "<element of type 1> <element of type 2> ..."
-        return f"pair_style mlff\npair_coeff * * {self.path} {names}"
+    def pair_lines(self, elements: list[str]) -> str:
+        return f"pair_style mlff\npair_coeff * * {self.path} {' '.join(elements)}"
 
 
 def choose_target(source: SourceModel, target: str, ranks: int) -> list[str]:
@@ -493,7 +497,9 @@ def deploy(model: str | Path, out: str | Path, target: str = "auto", ranks: int 
         source.metadata = ModelMetadata(meta.r_max, meta.type_names, meta.num_layers, dtype, extra=meta.extra)
     if device == "cuda" and not torch.cuda.is_available():
         raise DeployError("--device cuda: this torch has no CUDA or no GPU is visible")
-    out = Path(out)
+    out = Path(out).resolve()
+    if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
+        raise DeployError(f"cannot write {out}: {out.parent} is not a writable folder")
     candidates = choose_target(source, target, ranks)
     fallback_reason = None
     for name in candidates:
@@ -502,9 +508,10 @@ def deploy(model: str | Path, out: str | Path, target: str = "auto", ranks: int 
             if target != "auto":
                 raise DeployError(f"target {name} writes a {spec.suffix} file; name the output *{spec.suffix}")
             continue
-        if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
-            raise DeployError(f"cannot write {out}: {out.parent} is not a writable folder")
-        staging = out.with_name(f".{out.name}.staging{spec.suffix}")
+        # the file is written under its final name in a hidden folder beside it (AOTInductor
+        # packages record their name inside), checked, and only then moved into place
+        staging_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        staging = staging_dir / out.name
         echo(f"deploying {source.path} ({source.kind}, {', '.join(source.metadata.type_names)}, r_max "
              f"{source.metadata.r_max}, {source.metadata.num_layers} layer(s)) as {name} on {device}")
         try:
@@ -514,36 +521,62 @@ def deploy(model: str | Path, out: str | Path, target: str = "auto", ranks: int 
         except Exception as err:  # an export that fails moves on to the fallback
             fallback_reason = f"{name} failed: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
             echo(fallback_reason)
-            staging.unlink(missing_ok=True)
+            shutil.rmtree(staging_dir, ignore_errors=True)
             continue
         try:
             report = check(staging, source, structure, pair_args=f"device {device}")
         except BaseException:
-            staging.unlink(missing_ok=True)
+            shutil.rmtree(staging_dir, ignore_errors=True)
             raise
         for line in report.lines():
             echo(line)
         if not report.passed:
             rejected = out.with_name(out.name + ".rejected")
             staging.replace(rejected)
+            shutil.rmtree(staging_dir, ignore_errors=True)
             raise DeployCheckError(f"deployed model disagrees with {report.reference} beyond tolerance; "
                                    f"kept as {rejected} for inspection, {out} left as it was")
         staging.replace(out)
-        return DeployResult(out, spec, report, fallback_reason)
+        shutil.rmtree(staging_dir, ignore_errors=True)
+        return DeployResult(out, spec, source, report, fallback_reason)
     raise DeployError(f"no target could deploy {model} to {out}" + (f" ({fallback_reason})" if fallback_reason else "")
                       + f"; tried {', '.join(candidates)} (a .pt output takes torchscript-ghost, .pt2 the AOTInductor ones)")
+
+
+def source_for_check(deployed: str | Path, source: str | Path | None = None) -> SourceModel:
+    """The Python model to check ``deployed`` against: ``source`` when given, else the source
+    recorded in the file (when it is still there, unchanged), else the file itself for
+    TorchScript files (evaluated in Python on an independently built graph)."""
+    deployed = Path(deployed)
+    if source is not None:
+        return load_source(source)
+    meta = read_deployed_metadata(deployed)
+    recorded = meta.get("source_file")
+    if recorded and Path(recorded).is_file() and sha256(recorded) == meta.get("source_sha256"):
+        return load_source(recorded)
+    if deployed.suffix == ".pt":
+        return load_source(deployed)
+    why = f"its recorded source {recorded} is gone or changed" if recorded else "it records no source model"
+    raise DeployError(f"cannot check {deployed}: {why}; give the trained model with --source")
 
 
 def read_deployed_metadata(path: str | Path) -> dict[str, str]:
     """Metadata of a deployed file (TorchScript or AOTInductor), flat strings."""
     path = Path(path)
+    if not path.is_file():
+        raise DeployError(f"deployed model file {path} does not exist")
     if path.suffix == ".pt2":
-        import torch._C._aoti as aoti  # noqa: F401  (ensures the loader is registered)
         from torch._inductor import aoti_load_package
 
-        return dict(aoti_load_package(str(path)).get_metadata())
+        try:
+            return dict(aoti_load_package(str(path)).get_metadata())
+        except Exception as err:
+            raise DeployError(f"{path} is not a loadable AOTInductor package: {str(err).splitlines()[0]}") from None
     extra = {METADATA_FILE: ""}
-    torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    try:
+        torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    except (RuntimeError, ValueError) as err:
+        raise DeployError(f"{path} is not a TorchScript model: {str(err).splitlines()[0]}") from None
     data = json.loads(extra[METADATA_FILE] or "{}")
     flat = {k: v for k, v in data.items() if k != "extra"}
     flat.update(data.get("extra", {}))
