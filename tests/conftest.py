@@ -105,3 +105,40 @@ def assert_states_close(a: dict, b: dict, rtol: float, keys=("pe", "pressure", "
         scale = max(np.abs(y).max(), 1e-300)
         err = np.abs(x - y).max() / scale
         assert err <= rtol, f"{key}: max relative difference {err:.3g} > {rtol:g}"
+
+
+# --- a tiny NequIP model, trained once per session, and its deployments -----------------------
+
+NEQUIP_ELEMENTS = ["Cu", "Au"]
+
+
+@pytest.fixture(scope="session")
+def nequip_ckpt(tmp_path_factory) -> Path:
+    from lmpbench.models.toy_nequip import train_toy_nequip
+
+    return train_toy_nequip(tmp_path_factory.mktemp("nequip"), elements=NEQUIP_ELEMENTS)
+
+
+@pytest.fixture(scope="session")
+def deployed(nequip_ckpt, tmp_path_factory) -> dict[str, Path]:
+    """The toy model deployed to every target (each deploy checks itself on a test alloy)."""
+    from lmpbench.deploy import TARGETS, deploy
+
+    out = tmp_path_factory.mktemp("deployed")
+    return {name: deploy(nequip_ckpt, out / f"toy_{name}{t.suffix}", target=name, echo=lambda *a: None).path
+            for name, t in TARGETS.items()}
+
+
+def cuau_alloy(cells: int = 3, triclinic: bool = True, seed: int = 3):
+    """A rattled fcc CuAu alloy in LAMMPS orientation, optionally sheared."""
+    from ase.build import bulk
+
+    from lmpbench.structures import lammps_oriented
+
+    rng = np.random.default_rng(seed)
+    atoms = bulk("Cu", "fcc", a=3.8, cubic=True).repeat((cells, cells, cells))
+    atoms.symbols[:] = rng.choice(NEQUIP_ELEMENTS, size=len(atoms))
+    if triclinic:
+        atoms.set_cell(atoms.cell.array @ np.array([[1.0, 0.08, -0.05], [0, 0.98, 0.07], [0, 0, 1.02]]), scale_atoms=True)
+    atoms.rattle(0.06, seed=seed)
+    return lammps_oriented(atoms)

@@ -1,0 +1,230 @@
+"""lmpbench deploy: NequIP models in LAMMPS equal nequip's own ASE calculator, on every path."""
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ase.md.verlet import VelocityVerlet
+from ase import units
+from click.testing import CliRunner
+from conftest import NEQUIP_ELEMENTS, assert_states_close, cuau_alloy, run_lmp, run_mpi
+from lammps_helpers import nve_lines, system_deck
+
+from lmpbench.cli.main import cli
+from lmpbench.contract import ModelMetadata, save_model
+from lmpbench.decks import LammpsRunError, run_deck
+from lmpbench.deploy import DeployCheckError, DeployError, check, deploy, load_source, read_deployed_metadata
+from lmpbench.models import ToyMessagePassing
+from lmpbench.structures import write_lammps_data
+
+TOL = 1e-8
+
+
+def quiet(*_):
+    pass
+
+
+@pytest.mark.parametrize("triclinic", [False, True], ids=["orthorhombic", "triclinic"])
+@pytest.mark.parametrize("target", ["aoti-local", "aoti-ghost", "torchscript-ghost"])
+def test_matches_nequip_calculator(deployed, nequip_ckpt, target, triclinic):
+    from lmpbench.deploy import default_dtype
+
+    source = load_source(nequip_ckpt)
+    # torch's own default: nequip.from_ase would give float32 positions, NaN in a float64 model
+    with default_dtype(torch.float32):
+        report = check(deployed[target], source, cuau_alloy(triclinic=triclinic))
+    assert report.reference == "nequip's ASE calculator"
+    assert report.energy_eV < TOL and report.forces_eV_A < TOL and report.stress_eV_A3 < TOL, report.lines()
+
+
+def test_deployed_metadata_records_provenance(deployed, nequip_ckpt):
+    from lmpbench.deploy import sha256
+
+    for target, path in deployed.items():
+        meta = read_deployed_metadata(path)
+        assert meta["type_names"] == "Cu Au" and float(meta["r_max"]) == 4.0 and meta["num_layers"] == "2"
+        assert meta["model_dtype"] == "float64" and meta["target"] == target
+        assert meta["source_sha256"] == sha256(nequip_ckpt)
+        assert meta["torch_version"] == torch.__version__ and meta["nequip_version"]
+        assert meta["cpu_isa"] == torch.backends.cpu.get_cpu_capability()
+    assert read_deployed_metadata(deployed["aoti-local"])["AOTI_CPU_ISA"]  # the compiled code's own record
+
+
+def _alloy_deck(tmp_path, model_file):
+    data = write_lammps_data(tmp_path / "alloy.data", cuau_alloy(cells=4), NEQUIP_ELEMENTS)
+    return system_deck(f"pair_style mlff\npair_coeff * * {model_file} Cu Au", structure=[f"read_data {data}"])
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("target", ["aoti-ghost", "torchscript-ghost"])
+def test_ghost_targets_identical_on_1_2_4_ranks(deployed, target, tmp_path):
+    deck = _alloy_deck(tmp_path, deployed[target]) + "\n" + nve_lines(20, dt=0.001)
+    results = {n: run_mpi(deck, n, tmp_path) for n in (1, 2, 4)}
+    for n in (2, 4):
+        assert_states_close(results[n], results[1], rtol=1e-10)
+
+
+def test_local_target_refuses_several_ranks(deployed, tmp_path):
+    deck = tmp_path / "in.lmp"
+    deck.write_text(_alloy_deck(tmp_path, deployed["aoti-local"]) + "\nrun 0")
+    with pytest.raises(LammpsRunError, match="single-rank local layout and cannot run on 2 MPI ranks"):
+        run_deck(deck, tmp_path, {}, nprocs=2)
+
+
+def test_stock_nequip_compile_file_loads(nequip_ckpt, tmp_path):
+    stock = tmp_path / "stock.nequip.pt2"
+    subprocess.run([str(Path(sys.executable).parent / "nequip-compile"), str(nequip_ckpt), str(stock), "--mode",
+                    "aotinductor", "--device", "cpu", "--target", "pair_nequip"], check=True, capture_output=True)
+    report = check(stock, load_source(nequip_ckpt), cuau_alloy())
+    assert report.passed and report.energy_eV < TOL and report.forces_eV_A < TOL, report.lines()
+
+
+@pytest.mark.parametrize("target", ["aoti-local", "aoti-ghost"])
+def test_nve_follows_ase_velocity_verlet(deployed, nequip_ckpt, target, tmp_path):
+    """100 velocity-Verlet steps in LAMMPS and in ASE (nequip's calculator) from the same state."""
+    from nequip.integrations.ase import NequIPCalculator
+
+    from lmpbench.deploy import default_dtype
+    from lmpbench.engine import open_lammps
+
+    atoms = cuau_alloy(triclinic=True)
+    rng = np.random.default_rng(5)
+    velocities_A_ps = rng.normal(0, 3.0, (len(atoms), 3))  # about 300 K for Cu
+    velocities_A_ps -= velocities_A_ps.mean(0)
+    data = write_lammps_data(tmp_path / "start.data", atoms, NEQUIP_ELEMENTS)
+    lmp = open_lammps()
+    lmp.commands_string("\n".join(["units metal", "atom_modify map array", f"read_data {data}", "pair_style mlff",
+                                   f"pair_coeff * * {deployed[target]} Cu Au", "timestep 0.001", "fix nve all nve"]))
+    v = (lmp.gather_atoms("v", 1, 3)._type_ * (3 * len(atoms)))(*velocities_A_ps.ravel())
+    lmp.scatter_atoms("v", 1, 3, v)
+    lmp.command("run 100")
+    x = np.ctypeslib.as_array(lmp.gather_atoms("x", 1, 3)).reshape(-1, 3).copy()
+    image = np.ctypeslib.as_array(lmp.gather_atoms("image", 0, 1)).copy()
+    lmp.close()
+    # unwrap LAMMPS positions with its image flags (10 bits per direction)
+    flags = np.stack([(image & 1023) - 512, ((image >> 10) & 1023) - 512, (image >> 20) - 512], axis=1)
+    x_lammps = x + flags @ atoms.cell.array
+
+    with default_dtype(torch.float64):
+        ase_atoms = atoms.copy()
+        ase_atoms.calc = NequIPCalculator._from_saved_model(str(nequip_ckpt), device="cpu")
+        ase_atoms.set_velocities(velocities_A_ps / (1000 * units.fs))  # Å/ps -> Å per ASE time unit
+        VelocityVerlet(ase_atoms, timestep=1.0 * units.fs).run(100)
+    displacement = np.abs(ase_atoms.positions - atoms.positions).max()
+    assert displacement > 0.05  # the atoms really moved
+    np.testing.assert_allclose(x_lammps, ase_atoms.positions, rtol=0, atol=1e-6)
+
+
+# --- bad input: one clear error, old results untouched -----------------------------------------
+
+
+def test_missing_and_unknown_files(tmp_path):
+    with pytest.raises(DeployError, match="does not exist"):
+        deploy(tmp_path / "absent.ckpt", tmp_path / "m.pt2", echo=quiet)
+    (tmp_path / "model.h5").write_bytes(b"x")
+    with pytest.raises(DeployError, match=r"unknown model file type \(expected one of .ckpt, .nequip.zip, .pt, .pth\)"):
+        deploy(tmp_path / "model.h5", tmp_path / "m.pt2", echo=quiet)
+    (tmp_path / "corrupt.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(DeployError, match="corrupt.ckpt is not a loadable nequip checkpoint"):
+        deploy(tmp_path / "corrupt.ckpt", tmp_path / "m.pt2", echo=quiet)
+
+
+def test_option_conflicts(nequip_ckpt, tmp_path):
+    with pytest.raises(DeployError, match="model_dtype float64; nequip fixes the dtype"):
+        deploy(nequip_ckpt, tmp_path / "m.pt2", dtype="float32", echo=quiet)
+    with pytest.raises(DeployError, match="target aoti-local writes a .pt2 file"):
+        deploy(nequip_ckpt, tmp_path / "m.pt", target="aoti-local", echo=quiet)
+    with pytest.raises(DeployError, match="runs on one MPI rank only"):
+        deploy(nequip_ckpt, tmp_path / "m.pt2", target="aoti-local", ranks=2, echo=quiet)
+    with pytest.raises(DeployError, match="is not a writable folder"):
+        deploy(nequip_ckpt, tmp_path / "no" / "such" / "m.pt2", echo=quiet)
+
+
+def test_structure_with_element_the_model_lacks(deployed, nequip_ckpt):
+    atoms = cuau_alloy()
+    atoms.symbols[0] = "Fe"
+    with pytest.raises(DeployError, match="element\\(s\\) Fe that the model lacks"):
+        check(deployed["aoti-local"], load_source(nequip_ckpt), atoms)
+
+
+def test_model_without_per_atom_energies(tmp_path):
+    from test_pair_errors import WholeEnergy
+
+    source = save_model(WholeEnergy(0.01, 2.5, r_max=5.0, num_types=2), tmp_path / "whole.pt",
+                        ModelMetadata(r_max=5.0, type_names=["Cu", "Au"]))
+    with pytest.raises(DeployError, match=r"LAMMPS could not evaluate .*returned 1 atom energies"):
+        deploy(source, tmp_path / "out.pt", echo=quiet)
+
+
+def test_failed_check_keeps_previous_file(tmp_path):
+    """A model whose metadata understates its depth disagrees with itself on the full graph;
+    the deploy fails and an earlier good file of the same name is left as it was."""
+    good = save_model(ToyMessagePassing(2, 3.5, num_layers=2), tmp_path / "good_src.pt",
+                      ModelMetadata(r_max=3.5, type_names=["Cu", "Au"], num_layers=2))
+    out = tmp_path / "deployed.pt"
+    deploy(good, out, echo=quiet)
+    before = out.read_bytes()
+    liar = save_model(ToyMessagePassing(2, 3.5, num_layers=2), tmp_path / "liar_src.pt",
+                      ModelMetadata(r_max=3.5, type_names=["Cu", "Au"], num_layers=1))
+    with pytest.raises(DeployCheckError, match="beyond tolerance"):
+        deploy(liar, out, echo=quiet)
+    assert out.read_bytes() == before
+    assert (tmp_path / "deployed.pt.rejected").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".deployed.pt.")]  # staging cleaned
+
+
+def _craft_aoti(src: Path, dst: Path, **changes):
+    """Copy an AOTInductor package with some metadata values replaced."""
+    import json
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename.endswith("_metadata.json"):
+                meta = json.loads(data)
+                meta.update(changes)
+                data = json.dumps(meta).encode()
+            zout.writestr(item, data)
+    return dst
+
+
+def _cpu_flags():
+    try:
+        return open("/proc/cpuinfo").read()
+    except OSError:
+        return ""
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"torch_version": "2.99.0"}, r"compiled with torch 2\.99\.0 but this plugin links torch"),
+    ({"AOTI_DEVICE_KEY": "cuda"}, r"compiled for device cuda but pair_style mlff runs on cpu"),
+    ({"AOTI_CPU_ISA": "AVX512 AVX512_FP16"}, r"compiled for CPU features 'AVX512 AVX512_FP16' and this CPU lacks"),
+])
+def test_load_time_checks(deployed, tmp_path, changes, message):
+    if "AVX512_FP16" in changes.get("AOTI_CPU_ISA", "") and "avx512fp16" in _cpu_flags():
+        pytest.skip("this CPU has AVX512_FP16")
+    crafted = _craft_aoti(deployed["aoti-local"], tmp_path / "crafted.pt2", **changes)
+    proc = run_lmp(_alloy_deck(tmp_path, crafted) + "\nrun 0", tmp_path)
+    assert proc.returncode == 1
+    assert any(line.startswith("ERROR") and __import__("re").search(message, line) for line in proc.stdout.splitlines()), \
+        proc.stdout[-1500:]
+
+
+def test_cli_deploy_and_check(deployed, nequip_ckpt, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["deploy", str(deployed["torchscript-ghost"]), "--check"])
+    assert result.exit_code == 0, result.output
+    assert "LAMMPS vs nequip's ASE calculator" in result.output and "FAILED" not in result.output
+    result = runner.invoke(cli, ["deploy", str(nequip_ckpt)])
+    assert result.exit_code == 2 and "give the file to write with -o" in result.output
+    result = runner.invoke(cli, ["deploy", str(tmp_path / "absent.ckpt"), "-o", str(tmp_path / "x.pt2")])
+    assert result.exit_code == 1 and result.output.strip().splitlines()[-1].startswith("Error: model file")
+    (tmp_path / "broken.xyz").write_text("not an xyz file\n")
+    result = runner.invoke(cli, ["deploy", str(deployed["aoti-ghost"]), str(tmp_path / "broken.xyz"), "--check"])
+    assert result.exit_code == 2 and "cannot read" in result.output
