@@ -120,19 +120,22 @@ def _read_structure(path):
               help="Folder for the demo's model, runs and summary.")
 @click.option("--steps", type=click.IntRange(min=10), default=200, show_default=True)
 def demo(out, steps):
-    """Run the end-to-end demo on the shipped toy model and print where its results are."""
+    """Train a tiny NequIP model, deploy it, run it in LAMMPS on 1 and 2 ranks, analyse."""
     from lmpbench.decks import LammpsRunError
     from lmpbench.demo import run_demo
+    from lmpbench.deploy import DeployError
 
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
     try:
         summary = run_demo(out, steps=steps, echo=click.echo)
-    except LammpsRunError as err:
+    except (LammpsRunError, DeployError) as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"\n{summary['atoms']} atoms, {steps} NVE steps, model {summary['model']}")
-    click.echo(f"{'ranks':>5}  {'steps/s':>8}  {'drift eV/atom/ps':>17}  {'max |dE_tot| vs 1 rank':>22}  folder")
-    for n, r in summary["runs"].items():
-        click.echo(f"{n:>5}  {r['steps_per_s']:8.1f}  {r['energy_drift_eV_atom_ps']:17.2e}  "
-                   f"{r['max_abs_etotal_diff_vs_1rank_eV']:22.2e}  {r['folder']}")
+    click.echo(f"{'path':>17} {'ranks':>5}  {'steps/s':>8}  {'drift eV/atom/ps':>17}  {'max |dE_tot| vs first':>21}  folder")
+    for r in summary["runs"]:
+        click.echo(f"{r['target']:>17} {r['ranks']:>5}  {r['steps_per_s']:8.1f}  {r['energy_drift_eV_atom_ps']:17.2e}  "
+                   f"{r['max_abs_etotal_diff_vs_first_eV']:21.2e}  {r['folder']}")
     click.echo(f"summary: {Path(out).resolve() / 'summary.json'}")
 
 

@@ -1,8 +1,10 @@
-"""The end-to-end demo on a shipped toy model: export, run in LAMMPS on 1 and 2 ranks, analyse.
+"""The end-to-end demo on a shipped example: train, deploy, run in LAMMPS, analyse.
 
-Grows with the project; today it shows the pair style: a 2-layer message-passing model
-exported to the model contract, NVE in LAMMPS through pair style mlff on one and on two MPI
-ranks, energy conservation and the agreement of the two decompositions.
+Grows with the project; today: a tiny NequIP model trained here on EMT data (CuAu, about
+15 s), deployed with ``lmpbench deploy`` to the fast single-rank path and to the exact
+multi-rank path (each deploy checks itself against nequip's ASE calculator), NVE in LAMMPS
+through pair style mlff (fast path on one rank, exact path on one and on two ranks), and
+a first analysis: energy conservation, agreement of the paths, speed.
 """
 
 from __future__ import annotations
@@ -12,30 +14,24 @@ from pathlib import Path
 
 import numpy as np
 
-from lmpbench import decks, engine
-from lmpbench.contract import ModelMetadata, save_model
-from lmpbench.models import ToyMessagePassing
+from lmpbench import decks
+from lmpbench.deploy import deploy
+from lmpbench.models.toy_nequip import train_toy_nequip
+from lmpbench.structures import lammps_oriented, write_lammps_data
 
-ELEMENTS = ["Cu", "Ni"]
+ELEMENTS = ["Cu", "Au"]
+RUNS = (("aoti-local", 1), ("aoti-ghost", 1), ("aoti-ghost", 2))  # (target, MPI ranks)
 
 
-def write_structure(path: Path, cells: int = 5, lattice: float = 3.6, seed: int = 4928) -> Path:
-    """A random fcc CuNi alloy with thermal-like jitter, as a LAMMPS data file."""
-    lmp = engine.open_lammps()
-    lmp.commands_string(f"""
-        units metal
-        lattice fcc {lattice}
-        region box block 0 {cells} 0 {cells} 0 {cells}
-        create_box 2 box
-        create_atoms 1 box
-        mass 1 63.546
-        mass 2 58.693
-        set type 1 type/fraction 2 0.5 {seed}
-        displace_atoms all random 0.05 0.05 0.05 {seed + 1} units box
-        write_data {path}
-    """)
-    lmp.close()
-    return path
+def alloy(cells: int = 5, seed: int = 4928):
+    """A random fcc CuAu alloy (4 cells^3 atoms) with thermal-like jitter."""
+    from ase.build import bulk
+
+    rng = np.random.default_rng(seed)
+    atoms = bulk("Cu", "fcc", a=3.8, cubic=True).repeat((cells, cells, cells))
+    atoms.symbols[:] = rng.choice(ELEMENTS, size=len(atoms))
+    atoms.rattle(0.05, seed=seed)
+    return lammps_oriented(atoms)
 
 
 def thermo_table(log_path: Path) -> dict[str, np.ndarray]:
@@ -51,38 +47,46 @@ def energy_drift_ev_atom_ps(time_ps: np.ndarray, etotal: np.ndarray, natoms: int
     return float(np.polyfit(time_ps, etotal / natoms, 1)[0])
 
 
-def run_demo(out: Path, steps: int = 200, ranks=(1, 2), echo=print) -> dict:
+def run_demo(out: Path, steps: int = 200, echo=print) -> dict:
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    model = save_model(ToyMessagePassing(len(ELEMENTS), r_max=3.5, num_layers=2, seed=1), out / "toy_mp2.pt",
-                       ModelMetadata(r_max=3.5, type_names=ELEMENTS, num_layers=2))
-    data = write_structure(out / "start.data")
-    runs = {}
-    for nprocs in ranks:
-        workdir = out / f"nve_{nprocs}rank"
-        echo(f"running NVE, {steps} steps, on {nprocs} MPI rank(s) in {workdir}")
-        screen = decks.run_deck(decks.template("nve_mlff.in"), workdir, nprocs=nprocs, variables={
-            "data": data, "model": model, "elements": " ".join(ELEMENTS), "steps": steps, "dt": 0.001,
-            "temp": 300, "thermo_every": 10, "dump_every": 50})
-        thermo = thermo_table(workdir / "log.lammps")
-        timing = decks.loop_timings(screen)[-1]
-        runs[nprocs] = {"thermo": thermo, "timing": timing, "dir": workdir}
+    ckpt = out / "model" / "train" / "last.ckpt"
+    if not ckpt.is_file():
+        echo(f"training a tiny NequIP model on EMT data in {ckpt.parent.parent}")
+        ckpt = train_toy_nequip(out / "model", elements=ELEMENTS)
+    models = {}
+    for target in sorted({t for t, _ in RUNS}):
+        models[target] = deploy(ckpt, out / f"cuau_{target}.pt2", target=target, echo=echo).path
 
-    first = runs[ranks[0]]
-    natoms = first["timing"].atoms
+    atoms = alloy()
+    data = write_lammps_data(out / "start.data", atoms, ELEMENTS)
+    runs = {}
+    for target, nprocs in RUNS:
+        workdir = out / f"nve_{target}_{nprocs}rank"
+        echo(f"NVE, {steps} steps of 1 fs, {len(atoms)} atoms, {target} on {nprocs} MPI rank(s): {workdir}")
+        screen = decks.run_deck(decks.template("nve_mlff.in"), workdir, nprocs=nprocs, variables={
+            "data": data, "model": models[target], "elements": " ".join(ELEMENTS), "steps": steps, "dt": 0.001,
+            "temp": 600, "thermo_every": 10, "dump_every": 50})
+        runs[target, nprocs] = {"thermo": thermo_table(workdir / "log.lammps"), "timing": decks.loop_timings(screen)[-1],
+                                "dir": workdir}
+
+    reference = runs[RUNS[0]]["thermo"]["TotEng"]
     summary = {
-        "model": str(model),
-        "atoms": natoms,
+        "model": str(ckpt),
+        "deployed": {k: str(v) for k, v in models.items()},
+        "atoms": len(atoms),
         "steps": steps,
-        "runs": {
-            n: {
+        "runs": [
+            {
+                "target": target,
+                "ranks": nprocs,
                 "folder": str(r["dir"]),
-                "energy_drift_eV_atom_ps": energy_drift_ev_atom_ps(r["thermo"]["Time"], r["thermo"]["TotEng"], natoms),
                 "steps_per_s": r["timing"].steps_per_s,
-                "max_abs_etotal_diff_vs_1rank_eV": float(np.abs(r["thermo"]["TotEng"] - first["thermo"]["TotEng"]).max()),
+                "energy_drift_eV_atom_ps": energy_drift_ev_atom_ps(r["thermo"]["Time"], r["thermo"]["TotEng"], len(atoms)),
+                "max_abs_etotal_diff_vs_first_eV": float(np.abs(r["thermo"]["TotEng"] - reference).max()),
             }
-            for n, r in runs.items()
-        },
+            for (target, nprocs), r in runs.items()
+        ],
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
