@@ -238,3 +238,15 @@ def test_cuda_matches_nequip_calculator(nequip_ckpt, target, tmp_path):
     result = deploy(nequip_ckpt, tmp_path / f"cuda{TARGETS[target].suffix}", target=target, device="cuda", echo=quiet)
     assert result.report.passed, result.report.lines()
     assert read_deployed_metadata(result.path)["gpu_arch"].startswith("sm_")
+
+
+def test_nequip_package_source(nequip_ckpt, tmp_path):
+    """A `nequip-package` file deploys like its checkpoint."""
+    package = tmp_path / "toy.nequip.zip"
+    subprocess.run([str(Path(sys.executable).parent / "nequip-package"), "build", str(nequip_ckpt), str(package)],
+                   check=True, capture_output=True)
+    source = load_source(package)
+    assert source.kind == "nequip" and source.metadata.type_names == NEQUIP_ELEMENTS
+    result = deploy(package, tmp_path / "from_package.pt", echo=quiet)
+    assert result.target.name == "torchscript-ghost"  # the only target a .pt output takes
+    assert result.report.passed and result.report.forces_eV_A < TOL
