@@ -115,6 +115,87 @@ def _read_structure(path):
                                  param_hint="STRUCTURE") from None
 
 
+@cli.command("run")
+@click.option("--model", required=True,
+              help="Deployed model file (lmpbench deploy), or classical:NAME for a reference force field.")
+@click.option("--system", "system_name", required=True, help="Benchmark system (see `lmpbench systems`).")
+@click.option("--seed", type=int, default=1, show_default=True, help="Velocity seed (and frame choice).")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Run folder (created; reused to resume).")
+@click.option("--structure", type=click.Path(exists=True, dir_okay=False), help="Starting structure (any ASE format).")
+@click.option("--systems-file", type=click.Path(exists=True, dir_okay=False), help="TOML file with user systems.")
+@click.option("--steps", type=click.IntRange(min=1), help="Steps to run (default: the protocol's length).")
+@click.option("--length-ps", type=float, help="Simulated time (default: the protocol's).")
+@click.option("--timestep-fs", type=float)
+@click.option("--temperature", "temperature_K", type=float)
+@click.option("--dump-every", type=click.IntRange(min=1))
+@click.option("--ensemble", type=click.Choice(["nvt", "nve", "npt", "langevin_metad"]))
+@click.option("--chunk-steps", type=click.IntRange(min=1), help="Steps per chunk (default: 10 dump intervals).")
+@click.option("--checkpoint-minutes", type=float, default=5.0, show_default=True, help="Restart-file interval.")
+@click.option("--dump", "dump_extra", multiple=True, type=click.Choice(["velocities", "forces"]),
+              help="Also dump velocities / forces.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="Torch threads per rank.")
+@click.option("--np", "nprocs", type=click.IntRange(min=1), help="Launch mpirun with this many ranks.")
+@click.option("--no-progress", is_flag=True)
+def run_cmd(model, system_name, seed, out, structure, systems_file, steps, length_ps, timestep_fs, temperature_K,
+            dump_every, ensemble, chunk_steps, checkpoint_minutes, dump_extra, device, threads, nprocs, no_progress):
+    """Run MODEL on a benchmark SYSTEM in LAMMPS, with checkpoints, resume and collapse detection."""
+    from lmpbench.stop_signals import block_stop_signals
+
+    block_stop_signals()  # before numpy, torch or MPI start threads
+    from lmpbench import runner, systems
+
+    if steps is not None and length_ps is not None:
+        raise click.UsageError("give --steps or --length-ps, not both")
+    if nprocs and nprocs > 1:
+        import os
+        import sys
+
+        from lmpbench.engine import lammps_environment, mpirun_executable
+
+        args = [a for a in sys.argv[1:] if not a.startswith("--np")]
+        if "--np" in sys.argv:
+            i = sys.argv.index("--np")
+            args = sys.argv[1:i] + sys.argv[i + 2:]
+        os.execve(str(mpirun_executable()), [str(mpirun_executable()), "-np", str(nprocs), sys.executable, "-m",
+                  "lmpbench.cli.main", *args], lammps_environment())
+    try:
+        user_systems, user_protocols = systems.load_user_systems(systems_file) if systems_file else ({}, {})
+        system = systems.get_system(system_name, user_systems)
+        protocol = systems.get_protocol(system.protocol, user_protocols).replace(
+            length_ps=length_ps, timestep_fs=timestep_fs, temperature_K=temperature_K, dump_every=dump_every,
+            ensemble=ensemble)
+        config = runner.RunConfig(system=system, protocol=protocol, model=model, seed=seed, out=Path(out),
+                                  structure=Path(structure) if structure else None, steps=steps, chunk_steps=chunk_steps,
+                                  checkpoint_minutes=checkpoint_minutes, dump_extra=tuple(dump_extra), device=device,
+                                  threads=threads)
+        result = runner.run(config, progress=not no_progress, echo=click.echo)
+    except (systems.SystemError, runner.RunError) as err:
+        raise click.UsageError(str(err)) from None
+    if result.manifest.get("mpi_ranks", 1) == 1 or _is_root():
+        speed = result.manifest.get("speed") or {}
+        click.echo(f"{result.status}: {result.steps_done} steps in {result.folder}"
+                   + (f" ({speed['steps_per_s']:.1f} steps/s, {speed['ns_per_day']:.3f} ns/day)" if speed else ""))
+
+
+def _is_root() -> bool:
+    import os
+
+    return os.environ.get("PMI_RANK", "0") == "0"
+
+
+@cli.command()
+def systems():
+    """List the benchmark systems and their protocols."""
+    from lmpbench.systems import PROTOCOLS, SYSTEMS
+
+    for s in SYSTEMS.values():
+        p = PROTOCOLS[s.protocol]
+        where = s.structure or "needs --structure"
+        click.echo(f"{s.name:22s} {s.category:9s} {' '.join(s.elements):10s} {p.ensemble:15s} dt {p.timestep_fs} fs, "
+                   f"{p.temperature_K:g} K, {p.length_ps:g} ps, frame every {p.dump_every}  [{where}]")
+
+
 @cli.command()
 @click.option("--out", type=click.Path(file_okay=False), default="demo_output", show_default=True,
               help="Folder for the demo's model, runs and summary.")

@@ -22,8 +22,9 @@ def lammps_oriented(atoms: Atoms, vacuum: float = 10.0) -> Atoms:
 
 
 def boundary(atoms: Atoms) -> str:
-    """LAMMPS ``boundary`` for the periodicity of ``atoms`` (shrink-wrapped where not periodic)."""
-    return " ".join("p" if periodic else "s" for periodic in atoms.pbc)
+    """LAMMPS ``boundary`` for the periodicity of ``atoms``: shrink-wrapped with the given box
+    as minimum where not periodic ("m"), so a planar molecule keeps a box of finite height."""
+    return " ".join("p" if periodic else "m" for periodic in atoms.pbc)
 
 
 def write_lammps_data(path: str | Path, atoms: Atoms, elements: list[str]) -> Path:

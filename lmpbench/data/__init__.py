@@ -1,0 +1,1 @@
+"""Data shipped with lmpbench: starting structures of the benchmark systems (see systems.py)."""

@@ -1,0 +1,181 @@
+"""Benchmark systems and simulation protocols, as data (``../shared/BENCHMARK_SPEC.md``).
+
+``PROTOCOLS`` and ``SYSTEMS`` are registries: one declarative entry per protocol or system,
+duplicate names rejected. Users add systems from a TOML file (``load_user_systems``) with
+the same fields. Every protocol value can be overridden per run (``Protocol.replace``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+
+class SystemError(ValueError):  # noqa: A001  (a user-facing "bad system" error, not the builtin)
+    """Unknown system or protocol, or a bad user definition."""
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a system is simulated. Times in fs and ps, temperature in K, pressure in bar.
+
+    ``ensemble`` picks the deck template (``ENSEMBLE_TEMPLATES``). Thermostat damping is
+    ``thermostat_damp_steps`` timesteps (the paper's Nose-Hoover coupling time 20 dt).
+    """
+
+    name: str
+    ensemble: str
+    timestep_fs: float
+    temperature_K: float
+    length_ps: float
+    dump_every: int  # steps between saved frames
+    thermostat_damp_steps: float = 20.0
+    pressure_bar: float = 1.0  # npt
+    barostat_damp_steps: float = 1000.0  # npt
+    friction_per_fs: float = 0.05  # langevin
+    metad_pace: int = 500  # steps between hills
+    metad_height_kJ_mol: float = 1.2
+    metad_sigma_rad: float = 0.35
+    metad_bias_factor: float = 6.0
+
+    @property
+    def steps(self) -> int:
+        return round(self.length_ps * 1000.0 / self.timestep_fs)
+
+    @property
+    def template(self) -> str:
+        return ENSEMBLE_TEMPLATES[self.ensemble]
+
+    def replace(self, **changes) -> "Protocol":
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise SystemError(f"unknown protocol field(s) {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+ENSEMBLE_TEMPLATES = {
+    "nvt": "nvt_nose_hoover.in",
+    "nve": "nve.in",
+    "npt": "npt_nose_hoover.in",
+    "langevin_metad": "langevin_metad.in",
+}
+
+
+@dataclass(frozen=True)
+class System:
+    """A benchmark system: its elements, graph cutoff, protocol and starting structure.
+
+    ``structure`` names a file in ``lmpbench/data/structures`` (``None``: the user must give
+    ``--structure``; ``structure_note`` says why). ``dihedrals`` holds 1-based atom indices of
+    named dihedrals of the shipped structure, for metadynamics.
+    """
+
+    name: str
+    category: str  # "molecule" (vacuum, bond stability) or "periodic"
+    elements: tuple[str, ...]
+    cutoff_A: float
+    protocol: str
+    structure: str | None = None
+    provenance: str = ""
+    structure_note: str = ""
+    dihedrals: dict = field(default_factory=dict)
+
+    def structure_path(self) -> Path | None:
+        if self.structure is None:
+            return None
+        return Path(str(resources.files("lmpbench.data"))) / "structures" / self.structure
+
+
+def _registry(items, kind):
+    table = {}
+    for item in items:
+        if item.name in table:
+            raise SystemError(f"duplicate {kind} name {item.name!r}")
+        table[item.name] = item
+    return table
+
+
+PROTOCOLS = _registry([
+    Protocol("md17", "nvt", timestep_fs=0.5, temperature_K=500.0, length_ps=300.0, dump_every=100),
+    Protocol("water", "nvt", timestep_fs=1.0, temperature_K=300.0, length_ps=500.0, dump_every=100),
+    Protocol("lips", "nvt", timestep_fs=0.25, temperature_K=520.0, length_ps=50.0, dump_every=50),
+    Protocol("alanine_dipeptide", "langevin_metad", timestep_fs=2.0, temperature_K=300.0, length_ps=5000.0,
+             dump_every=500),
+], "protocol")
+
+_MD17_NOTE = "no offline structure: give --structure (an MD17 frame, e.g. from the sGDML {mol}_dft.npz)"
+SYSTEMS = _registry([
+    System("md17_ethanol", "molecule", ("C", "H", "O"), 6.0, "md17", structure="ethanol.xyz",
+           provenance="ASE g2 collection 'CH3CH2OH' (MP2/6-31G* geometry)"),
+    System("md17_aspirin", "molecule", ("C", "H", "O"), 6.0, "md17", structure_note=_MD17_NOTE.format(mol="aspirin")),
+    System("md17_naphthalene", "molecule", ("C", "H"), 6.0, "md17", structure="naphthalene.xyz",
+           provenance="ideal D2h geometry from connectivity (C-C 1.40 Å, C-H 1.09 Å, 120° angles), not relaxed"),
+    System("md17_salicylic_acid", "molecule", ("C", "H", "O"), 6.0, "md17",
+           structure_note=_MD17_NOTE.format(mol="salicylic")),
+    System("water", "periodic", ("O", "H"), 4.0, "water", structure="water64.data",
+           provenance="64 flexible SPC/Fw waters, PPPM, 20 ps NVT at 300 K in LAMMPS "
+                      "(lammps_inputs/make_water64.in)"),
+    System("alanine_dipeptide", "molecule", ("C", "H", "N", "O"), 6.0, "alanine_dipeptide",
+           structure_note="no offline structure: give --structure (ACE-ALA-NME, e.g. a frame of "
+                          "alanine_dipeptide.npy or openmmtools' alanine-dipeptide-implicit)",
+           dihedrals={"phi": (5, 7, 9, 15), "psi": (7, 9, 15, 17)}),
+    System("lips", "periodic", ("Li", "P", "S"), 4.0, "lips",
+           structure_note="no offline structure: LiPS needs the real dataset; give --structure (a frame of lips.xyz)"),
+], "system")
+
+
+def get_system(name: str, user_systems: dict | None = None) -> System:
+    table = {**SYSTEMS, **(user_systems or {})}
+    if name not in table:
+        raise SystemError(f"unknown system {name!r}; known: {', '.join(sorted(table))}")
+    return table[name]
+
+
+def get_protocol(name: str, user_protocols: dict | None = None) -> Protocol:
+    table = {**PROTOCOLS, **(user_protocols or {})}
+    if name not in table:
+        raise SystemError(f"unknown protocol {name!r}; known: {', '.join(sorted(table))}")
+    return table[name]
+
+
+def load_user_systems(path: str | Path) -> tuple[dict[str, System], dict[str, Protocol]]:
+    """Systems and protocols from a TOML file with ``[system.NAME]`` / ``[protocol.NAME]``
+    tables holding the fields of ``System`` / ``Protocol``; a ``structure`` path is taken
+    relative to the file. Names may not shadow the built-in ones."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise SystemError(f"cannot read systems file {path}: {err}") from None
+    unknown = set(data) - {"system", "protocol"}
+    if unknown:
+        raise SystemError(f"{path}: unknown table(s) {', '.join(sorted(unknown))}; use [system.NAME] and [protocol.NAME]")
+    protocols, systems = {}, {}
+    for name, fields in data.get("protocol", {}).items():
+        protocols[name] = _build(Protocol, name, fields, path, PROTOCOLS)
+    for name, fields in data.get("system", {}).items():
+        fields = dict(fields)
+        if "structure" in fields:
+            fields["structure"] = str((path.parent / fields["structure"]).resolve())
+        if "elements" in fields:
+            fields["elements"] = tuple(fields["elements"])
+        system = _build(System, name, fields, path, SYSTEMS)
+        get_protocol(system.protocol, protocols)
+        systems[name] = system
+    return systems, protocols
+
+
+def _build(cls, name, fields, path, builtin):
+    if name in builtin:
+        raise SystemError(f"{path}: {cls.__name__.lower()} {name!r} would shadow the built-in one; rename it")
+    allowed = {f.name for f in dataclasses.fields(cls)} - {"name"}
+    unknown = set(fields) - allowed
+    if unknown:
+        raise SystemError(f"{path}: {cls.__name__.lower()} {name!r} has unknown field(s) {', '.join(sorted(unknown))}")
+    try:
+        return cls(name=name, **fields)
+    except TypeError as err:
+        raise SystemError(f"{path}: {cls.__name__.lower()} {name!r}: {err}") from None

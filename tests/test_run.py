@@ -1,0 +1,239 @@
+"""lmpbench run: systems' decks in LAMMPS, checkpoints and resume, collapse, MPI, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from lmpbench import runner
+from lmpbench.cli.main import cli
+from lmpbench.contract import ModelMetadata, save_model
+from lmpbench.engine import lammps_environment, mpirun_executable
+from lmpbench.models import ToyMessagePassing
+
+LMPBENCH = [sys.executable, "-m", "lmpbench.cli.main"]
+
+
+@pytest.fixture(scope="module")
+def toy_models(tmp_path_factory):
+    """2-layer toy message-passing models for the elements of the shipped systems."""
+    from ase.data import atomic_numbers, covalent_radii
+
+    from lmpbench.models import LennardJones
+
+    d = tmp_path_factory.mktemp("run_models")
+    models = {"OH": save_model(ToyMessagePassing(2, 3.0, num_layers=2, seed=3), d / "OH.pt",
+                               ModelMetadata(r_max=3.0, type_names=["O", "H"], num_layers=2))}
+    # the classical:lj stand-in's numbers as a TorchScript model (a molecule needs bonding forces)
+    cho = ["C", "H", "O"]
+    radii = [covalent_radii[atomic_numbers[e]] for e in cho]
+    sigma = [[round(runner.LJ_STANDIN_SIGMA_SCALE * (a + b), 6) for b in radii] for a in radii]
+    models["CHO_lj"] = save_model(LennardJones(runner.LJ_STANDIN_EPSILON_EV, sigma, r_max=6.0, num_types=3), d / "CHO_lj.pt",
+                                  ModelMetadata(r_max=6.0, type_names=cho))
+    return models
+
+
+def lmpbench_run(*args, check=True, **kwargs):
+    proc = subprocess.run([*LMPBENCH, "run", "--no-progress", *map(str, args)], capture_output=True, text=True,
+                          env=lammps_environment(), timeout=600, **kwargs)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc
+
+
+def thermo(folder: Path) -> np.ndarray:
+    return np.loadtxt(folder / "thermo.dat", comments="#", ndmin=2)
+
+
+def frames(folder: Path) -> list[int]:
+    lines = (folder / "traj.dump").read_text().splitlines()
+    return [int(lines[k + 1]) for k, line in enumerate(lines) if line == "ITEM: TIMESTEP"]
+
+
+@pytest.mark.parametrize("system, model", [
+    ("water", "classical:spcfw"), ("water", "OH"),
+    ("md17_ethanol", "classical:lj"), ("md17_ethanol", "CHO_lj"),
+    ("md17_naphthalene", "classical:lj"), ("md17_naphthalene", "CHO_lj"),
+])
+def test_system_runs(system, model, toy_models, tmp_path):
+    # the LJ stand-in has no bonds: a molecule held by it stays together only when cold
+    cold = ["--temperature", 50] if model in ("classical:lj", "CHO_lj") else []
+    model = toy_models.get(model, model)
+    out = tmp_path / "run"
+    lmpbench_run("--model", model, "--system", system, "--out", out, "--steps", 300, "--chunk-steps", 100,
+                 "--dump-every", 50, "--seed", 7, *cold)
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["status"] == "finished" and manifest["steps_done"] == 300
+    assert manifest["seed"] == 7 and manifest["mpi_ranks"] == 1 and manifest["deck_sha256"]
+    assert manifest["speed"]["steps_per_s"] > 0 and manifest["speed"]["atom_steps_per_s"] > 0
+    rows = thermo(out)
+    assert list(rows[:, 0]) == list(range(0, 301, 50))
+    # temperature starts at the protocol's (molecules: zero momentum and rotation removed)
+    expected_T = manifest["protocol"]["temperature_K"]
+    assert abs(rows[0, 2] - expected_T) / expected_T < 0.02
+    assert frames(out) == list(range(0, 301, 50))
+    assert (out / "in.lmp").is_file() and (out / "start.data").is_file() and (out / "forcefield.in").is_file()
+
+
+def test_plugin_and_classical_lj_give_the_same_run(toy_models, tmp_path):
+    """The same deck with lj/cut and with the same LJ as a TorchScript model via pair mlff."""
+    common = ["--system", "md17_naphthalene", "--steps", 200, "--chunk-steps", 100, "--dump-every", 20,
+              "--temperature", 50]
+    lmpbench_run("--model", "classical:lj", *common, "--out", tmp_path / "lj")
+    lmpbench_run("--model", toy_models["CHO_lj"], *common, "--out", tmp_path / "mlff")
+    np.testing.assert_allclose(thermo(tmp_path / "mlff"), thermo(tmp_path / "lj"), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("ensemble", ["nve", "npt"])
+def test_other_ensembles(ensemble, tmp_path):
+    out = tmp_path / ensemble
+    lmpbench_run("--model", "classical:spcfw", "--system", "water", "--out", out, "--steps", 200, "--ensemble", ensemble,
+                 "--timestep-fs", 0.5, "--dump-every", 50)
+    rows = thermo(out)
+    if ensemble == "nve":  # flexible water at dt 0.5 fs conserves energy well over 100 fs
+        assert np.ptp(rows[:, 5]) < 0.01 * np.abs(rows[:, 5]).mean()
+    assert json.loads((out / "run.json").read_text())["protocol"]["ensemble"] == ensemble
+
+
+def test_metadynamics_deck_runs(tmp_path):
+    """A user system (TOML) with the Langevin + COLVARS well-tempered metadynamics protocol."""
+    toml = tmp_path / "systems.toml"
+    toml.write_text("""
+[protocol.ethanol_metad]
+ensemble = "langevin_metad"
+timestep_fs = 0.5
+temperature_K = 300.0
+length_ps = 0.1
+dump_every = 20
+metad_pace = 20
+
+[system.ethanol_dihedral]
+category = "molecule"
+elements = ["C", "H", "O"]
+cutoff_A = 6.0
+protocol = "ethanol_metad"
+structure = "%s"
+dihedrals = {hcco = [5, 1, 2, 3]}
+""" % (Path(__file__).parents[1] / "lmpbench" / "data" / "structures" / "ethanol.xyz"))
+    out = tmp_path / "metad"
+    lmpbench_run("--model", "classical:lj", "--system", "ethanol_dihedral", "--systems-file", toml, "--out", out,
+                 "--temperature", 50)
+    assert json.loads((out / "run.json").read_text())["status"] == "finished"
+    traj = out / "metad.colvars.traj"
+    assert traj.is_file() and "hcco" in traj.read_text().splitlines()[0]
+    assert (out / "colvars.inp").read_text().count("atomNumbers") == 4
+
+
+WATER_RUN = ["--model", "classical:spcfw", "--system", "water", "--timestep-fs", 0.5, "--steps", 6000,
+             "--chunk-steps", 500, "--dump-every", 100, "--checkpoint-minutes", 0]
+
+
+def _wait_for_steps(out: Path, steps: int, proc) -> None:
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if json.loads((out / "run.json").read_text()).get("steps_done", 0) >= steps:
+                return
+        except (OSError, json.JSONDecodeError):
+            pass
+        time.sleep(0.02)
+    raise AssertionError("the run did not get far enough")
+
+
+def test_sigkill_and_resume_is_bitwise(tmp_path):
+    reference = tmp_path / "uninterrupted"
+    lmpbench_run(*WATER_RUN, "--out", reference)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([*LMPBENCH, "run", "--no-progress", *map(str, WATER_RUN), "--out", str(out)],
+                            env=lammps_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for_steps(out, 2500, proc)
+    proc.kill()
+    proc.wait()
+    killed_at = json.loads((out / "run.json").read_text())
+    assert killed_at["status"] == "running" and killed_at["steps_done"] < 6000
+    lmpbench_run(*WATER_RUN, "--out", out)
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["status"] == "finished" and manifest["resumed_from"] >= 2500
+    assert (out / "thermo.dat").read_bytes() == (reference / "thermo.dat").read_bytes()
+    assert (out / "traj.dump").read_bytes() == (reference / "traj.dump").read_bytes()
+
+
+def test_sigterm_writes_restart_and_resumes(tmp_path):
+    out = tmp_path / "term"
+    args = [*WATER_RUN[:-2], "--checkpoint-minutes", 60]  # no timed checkpoints: the signal must write one
+    proc = subprocess.Popen([*LMPBENCH, "run", "--no-progress", *map(str, args), "--out", str(out)],
+                            env=lammps_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for_steps(out, 1000, proc)
+    t0 = time.time()
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=60)
+    assert time.time() - t0 < 10
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["status"] == "interrupted", output
+    restart = out / manifest["restart"]["file"]
+    assert restart.is_file() and manifest["restart"]["step"] == manifest["steps_done"] < 6000
+    assert "SIGTERM" in manifest["reason"]
+    lmpbench_run(*args, "--out", out)
+    rows = thermo(out)
+    assert json.loads((out / "run.json").read_text())["status"] == "finished"
+    assert list(rows[:, 0]) == list(range(0, 6001, 100))  # no frame lost or written twice
+    assert frames(out) == list(range(0, 6001, 100))
+
+
+def test_unstable_run_collapses(tmp_path):
+    out = tmp_path / "boom"
+    proc = lmpbench_run("--model", "classical:spcfw", "--system", "water", "--out", out, "--steps", 2000,
+                        "--timestep-fs", 8.0, "--chunk-steps", 200, "--dump-every", 10)
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["status"] == "collapsed", proc.stdout
+    assert 0 < manifest["collapse"]["step"] < 2000 and manifest["collapse"]["reason"]
+    assert "collapsed" in proc.stdout
+    # a collapsed run is a result: the same command does not run it again
+    again = lmpbench_run("--model", "classical:spcfw", "--system", "water", "--out", out, "--steps", 2000,
+                         "--timestep-fs", 8.0, "--chunk-steps", 200, "--dump-every", 10)
+    assert "already collapsed" in again.stdout
+
+
+@pytest.mark.mpi
+def test_two_ranks_same_thermo(toy_models, tmp_path):
+    args = ["--model", toy_models["OH"], "--system", "water", "--steps", 200, "--chunk-steps", 100, "--dump-every", 20]
+    lmpbench_run(*args, "--out", tmp_path / "one")
+    proc = subprocess.run([str(mpirun_executable()), "-np", "2", *LMPBENCH, "run", "--no-progress", *map(str, args),
+                           "--out", str(tmp_path / "two")], env=lammps_environment(), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert json.loads((tmp_path / "two" / "run.json").read_text())["mpi_ranks"] == 2
+    one, two = thermo(tmp_path / "one"), thermo(tmp_path / "two")
+    np.testing.assert_allclose(two, one, rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--system", "no_such", "--model", "classical:lj"], "unknown system 'no_such'"),
+    (["--system", "md17_aspirin", "--model", "classical:lj"], "no offline structure: give --structure"),
+    (["--system", "water", "--model", "classical:nope"], "unknown classical force field 'nope'"),
+    (["--system", "md17_ethanol", "--model", "classical:spcfw"], "spcfw is for water, not md17_ethanol"),
+    (["--system", "water", "--model", "classical:lj", "--steps", "10", "--length-ps", "1"], "not both"),
+])
+def test_bad_input_one_line(args, message, tmp_path):
+    result = CliRunner().invoke(cli, ["run", "--out", str(tmp_path / "x"), "--no-progress", *args])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_structure_with_element_the_model_lacks(toy_models, tmp_path):
+    result = CliRunner().invoke(cli, ["run", "--system", "md17_ethanol", "--model", str(toy_models["OH"]),
+                                      "--out", str(tmp_path / "x"), "--no-progress"])
+    assert result.exit_code == 2 and "lacks element(s) C" in result.output, result.output
+
+
+def test_unwritable_output(tmp_path):
+    result = CliRunner().invoke(cli, ["run", "--system", "water", "--model", "classical:spcfw", "--no-progress",
+                                      "--out", str(tmp_path / "missing" / "deeper" / "run")])
+    assert result.exit_code == 2 and "not a writable folder" in result.output
