@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import warnings
 from pathlib import Path
 
@@ -176,6 +177,61 @@ def run_cmd(model, system_name, seed, out, structure, systems_file, steps, lengt
         speed = result.manifest.get("speed") or {}
         click.echo(f"{result.status}: {result.steps_done} steps in {result.folder}"
                    + (f" ({speed['steps_per_s']:.1f} steps/s, {speed['ns_per_day']:.3f} ns/day)" if speed else ""))
+
+
+@cli.command()
+@click.option("--models", required=True, multiple=True, help="Deployed model files or classical:NAME (repeatable).")
+@click.option("--systems", "system_names", required=True, multiple=True, help="Benchmark systems (repeatable).")
+@click.option("--seeds", required=True, help="Seeds: 1,2,3 or 1-5.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Root of the run folders.")
+@click.option("--scheduler", type=click.Choice(["slurm", "pbs", "local"]), default="slurm", show_default=True)
+@click.option("--np", "nprocs", type=click.IntRange(min=1), default=1, show_default=True, help="MPI ranks per task.")
+@click.option("--time", "time_limit", default="24:00:00", show_default=True, help="Wall time per task.")
+@click.option("--directive", multiple=True, help="Extra scheduler directive, e.g. --directive=--partition=gpu.")
+@click.option("--run-arg", "run_args", multiple=True, help="Extra `lmpbench run` argument (repeatable).")
+@click.option("--submit", is_flag=True, help="Submit the script (sbatch/qsub; local runs it).")
+@click.option("--dry-run", is_flag=True, help="Print the tasks and write nothing.")
+def batch(models, system_names, seeds, out, scheduler, nprocs, time_limit, directive, run_args, submit, dry_run):
+    """Write one job-array script running every (model, system, seed) with resume semantics."""
+    from lmpbench import batch as lib
+    from lmpbench import systems
+
+    try:
+        seed_list = _parse_seeds(seeds)
+        for name in system_names:
+            systems.get_system(name)
+        for model in models:
+            if not model.startswith("classical:") and not Path(model).is_file():
+                raise click.BadParameter(f"model file {model} does not exist", param_hint="--models")
+        task_list = lib.tasks(list(models), list(system_names), seed_list, Path(out).resolve())
+        if dry_run:
+            for t in task_list:
+                click.echo(f"{t.index:4d}  {t.model}  {t.system}  seed {t.seed}  -> {t.out}")
+            click.echo(f"{len(task_list)} task(s); nothing written (--dry-run)")
+            return
+        job, manifest, answer = lib.write(task_list, scheduler, Path(out).resolve(), list(run_args), submit=submit,
+                                          np=nprocs, time=time_limit, extra_directives=list(directive))
+    except (lib.BatchError, systems.SystemError) as err:
+        raise click.UsageError(str(err)) from None
+    click.echo(f"wrote {job} ({len(task_list)} tasks) and {manifest}")
+    if answer is not None:
+        click.echo(answer)
+    elif lib.SCHEDULERS[scheduler].submit:
+        click.echo(f"submit with: cd {shlex.quote(str(job.parent))} && {lib.SCHEDULERS[scheduler].submit} job.sh")
+
+
+def _parse_seeds(text: str) -> list[int]:
+    seeds = []
+    try:
+        for part in text.split(","):
+            if "-" in part.strip()[1:]:
+                lo, hi = part.split("-", 1)
+                seeds += list(range(int(lo), int(hi) + 1))
+            else:
+                seeds.append(int(part))
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: give seeds as 1,2,3 or 1-5", param_hint="--seeds") from None
+    return seeds
 
 
 def _is_root() -> bool:

@@ -162,10 +162,10 @@ def validate(config: RunConfig) -> None:
     bad = set(config.dump_extra) - {"velocities", "forces"}
     if bad:
         raise RunError(f"unknown dump extra {', '.join(sorted(bad))}: use velocities and/or forces")
-    out = Path(config.out)
-    parent = out if out.exists() else out.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise RunError(f"cannot write the run folder {out}: {parent} is not a writable folder")
+    out = Path(config.out).resolve()
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise RunError(f"cannot write the run folder {out}: {existing} is not a writable folder")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -234,6 +234,34 @@ def test_structure_with_element_the_model_lacks(toy_models, tmp_path):
 
 
 def test_unwritable_output(tmp_path):
+    (tmp_path / "a_file").write_text("not a folder")
     result = CliRunner().invoke(cli, ["run", "--system", "water", "--model", "classical:spcfw", "--no-progress",
-                                      "--out", str(tmp_path / "missing" / "deeper" / "run")])
+                                      "--out", str(tmp_path / "a_file" / "run")])
     assert result.exit_code == 2 and "not a writable folder" in result.output
+
+
+@pytest.mark.mpi
+def test_np_option_launches_mpirun(tmp_path):
+    out = tmp_path / "np2"
+    lmpbench_run("--np", 2, "--model", "classical:lj", "--system", "md17_ethanol", "--out", out, "--steps", 100,
+                 "--temperature", 50)
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["mpi_ranks"] == 2 and manifest["status"] == "finished"
+
+
+def test_system_without_shipped_structure_runs_with_one(tmp_path):
+    """LiPS ships no structure (it needs the real dataset); given one, its protocol runs."""
+    from ase import Atoms
+    from ase.io import write
+
+    rng = np.random.default_rng(0)
+    grid = np.stack(np.meshgrid(*[np.arange(3)] * 3, indexing="ij"), -1).reshape(-1, 3) * 2.6
+    atoms = Atoms(symbols=rng.choice(["Li", "P", "S"], size=len(grid)), positions=grid + rng.normal(0, 0.05, grid.shape),
+                  cell=[7.8, 7.8, 7.8], pbc=True)
+    write(tmp_path / "lips_like.xyz", atoms, format="extxyz")
+    out = tmp_path / "lips"
+    lmpbench_run("--model", "classical:lj", "--system", "lips", "--structure", tmp_path / "lips_like.xyz", "--out", out,
+                 "--steps", 200, "--temperature", 50)
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["status"] == "finished" and manifest["protocol"]["timestep_fs"] == 0.25
+    assert list(thermo(out)[:, 0]) == list(range(0, 201, 50))  # the LiPS protocol saves every 50 steps
