@@ -130,6 +130,8 @@ def _read_structure(path):
 @click.option("--temperature", "temperature_K", type=float)
 @click.option("--dump-every", type=click.IntRange(min=1))
 @click.option("--ensemble", type=click.Choice(["nvt", "nve", "npt", "langevin_metad"]))
+@click.option("--set", "protocol_set", multiple=True, metavar="FIELD=VALUE",
+              help="Override any protocol field, e.g. --set thermostat_damp_steps=100 --set metad_pace=250.")
 @click.option("--chunk-steps", type=click.IntRange(min=1), help="Steps per chunk (default: 10 dump intervals).")
 @click.option("--checkpoint-minutes", type=float, default=5.0, show_default=True, help="Restart-file interval.")
 @click.option("--dump", "dump_extra", multiple=True, type=click.Choice(["velocities", "forces"]),
@@ -139,7 +141,7 @@ def _read_structure(path):
 @click.option("--np", "nprocs", type=click.IntRange(min=1), help="Launch mpirun with this many ranks.")
 @click.option("--no-progress", is_flag=True)
 def run_cmd(model, system_name, seed, out, structure, systems_file, steps, length_ps, timestep_fs, temperature_K,
-            dump_every, ensemble, chunk_steps, checkpoint_minutes, dump_extra, device, threads, nprocs, no_progress):
+            dump_every, ensemble, protocol_set, chunk_steps, checkpoint_minutes, dump_extra, device, threads, nprocs, no_progress):
     """Run MODEL on a benchmark SYSTEM in LAMMPS, with checkpoints, resume and collapse detection."""
     from lmpbench.stop_signals import block_stop_signals
 
@@ -166,6 +168,7 @@ def run_cmd(model, system_name, seed, out, structure, systems_file, steps, lengt
         protocol = systems.get_protocol(system.protocol, user_protocols).replace(
             length_ps=length_ps, timestep_fs=timestep_fs, temperature_K=temperature_K, dump_every=dump_every,
             ensemble=ensemble)
+        protocol = protocol.replace(**systems.parse_assignments(protocol, protocol_set))
         config = runner.RunConfig(system=system, protocol=protocol, model=model, seed=seed, out=Path(out),
                                   structure=Path(structure) if structure else None, steps=steps, chunk_steps=chunk_steps,
                                   checkpoint_minutes=checkpoint_minutes, dump_extra=tuple(dump_extra), device=device,

@@ -127,6 +127,22 @@ SYSTEMS = _registry([
 ], "system")
 
 
+def parse_assignments(protocol: Protocol, assignments) -> dict:
+    """``["field=value", ...]`` into typed protocol overrides (the field's own type)."""
+    types = {f.name: type(getattr(protocol, f.name)) for f in dataclasses.fields(protocol)}
+    changes = {}
+    for text in assignments:
+        name, sep, value = text.partition("=")
+        if not sep or name not in types or name == "name":
+            raise SystemError(f"--set {text!r}: use FIELD=VALUE with FIELD one of "
+                              f"{', '.join(n for n in types if n != 'name')}")
+        try:
+            changes[name] = types[name](value)
+        except ValueError:
+            raise SystemError(f"--set {text!r}: {name} takes a {types[name].__name__}") from None
+    return changes
+
+
 def get_system(name: str, user_systems: dict | None = None) -> System:
     table = {**SYSTEMS, **(user_systems or {})}
     if name not in table:

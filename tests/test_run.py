@@ -95,11 +95,12 @@ def test_plugin_and_classical_lj_give_the_same_run(toy_models, tmp_path):
 def test_other_ensembles(ensemble, tmp_path):
     out = tmp_path / ensemble
     lmpbench_run("--model", "classical:spcfw", "--system", "water", "--out", out, "--steps", 200, "--ensemble", ensemble,
-                 "--timestep-fs", 0.5, "--dump-every", 50)
+                 "--timestep-fs", 0.5, "--dump-every", 50, "--set", "barostat_damp_steps=2000")
     rows = thermo(out)
     if ensemble == "nve":  # flexible water at dt 0.5 fs conserves energy well over 100 fs
         assert np.ptp(rows[:, 5]) < 0.01 * np.abs(rows[:, 5]).mean()
-    assert json.loads((out / "run.json").read_text())["protocol"]["ensemble"] == ensemble
+    protocol = json.loads((out / "run.json").read_text())["protocol"]
+    assert protocol["ensemble"] == ensemble and protocol["barostat_damp_steps"] == 2000.0
 
 
 def test_metadynamics_deck_runs(tmp_path):
@@ -220,6 +221,8 @@ def test_two_ranks_same_thermo(toy_models, tmp_path):
     (["--system", "water", "--model", "classical:nope"], "unknown classical force field 'nope'"),
     (["--system", "md17_ethanol", "--model", "classical:spcfw"], "spcfw is for water, not md17_ethanol"),
     (["--system", "water", "--model", "classical:lj", "--steps", "10", "--length-ps", "1"], "not both"),
+    (["--system", "water", "--model", "classical:lj", "--set", "friction=2"], "use FIELD=VALUE with FIELD one of"),
+    (["--system", "water", "--model", "classical:lj", "--set", "metad_pace=often"], "metad_pace takes a int"),
 ])
 def test_bad_input_one_line(args, message, tmp_path):
     result = CliRunner().invoke(cli, ["run", "--out", str(tmp_path / "x"), "--no-progress", *args])
