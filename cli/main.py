@@ -176,7 +176,7 @@ def run_cmd(model, system_name, seed, out, structure, systems_file, steps, lengt
         result = runner.run(config, progress=not no_progress, echo=click.echo)
     except (systems.SystemError, runner.RunError) as err:
         raise click.UsageError(str(err)) from None
-    if result.manifest.get("mpi_ranks", 1) == 1 or _is_root():
+    if result.is_root:
         speed = result.manifest.get("speed") or {}
         click.echo(f"{result.status}: {result.steps_done} steps in {result.folder}"
                    + (f" ({speed['steps_per_s']:.1f} steps/s, {speed['ns_per_day']:.3f} ns/day)" if speed else ""))
@@ -235,12 +235,6 @@ def _parse_seeds(text: str) -> list[int]:
     except ValueError:
         raise click.BadParameter(f"{text!r}: give seeds as 1,2,3 or 1-5", param_hint="--seeds") from None
     return seeds
-
-
-def _is_root() -> bool:
-    import os
-
-    return os.environ.get("PMI_RANK", "0") == "0"
 
 
 @cli.command()

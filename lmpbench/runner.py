@@ -341,11 +341,12 @@ def truncate_dump(path: Path, step: int) -> None:
 
 @dataclass
 class RunResult:
-    status: str  # finished, collapsed, interrupted
+    status: str  # finished, collapsed, interrupted, failed
     steps_done: int
-    manifest: dict
+    manifest: dict  # complete on rank 0 only
     folder: Path
     reason: str | None = None
+    is_root: bool = True  # MPI rank 0, the one that reports
 
 
 class _Manifest:
@@ -371,8 +372,11 @@ def run(config: RunConfig, progress: bool = True, echo=print) -> RunResult:
     if previous and previous.get("config_sha256") != config_hash:
         raise RunError(f"{out} holds a different run (its run.json has another configuration); use a new --out")
     if previous and previous.get("status") in ("finished", "collapsed"):
-        echo(f"{out}: already {previous['status']} at step {previous.get('steps_done')}; nothing to do")
-        return RunResult(previous["status"], previous.get("steps_done", 0), previous, out, previous.get("reason"))
+        # no LAMMPS is started here, so the MPI launcher's environment tells the ranks apart
+        is_root = os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0")) == "0"
+        if is_root:
+            echo(f"{out}: already {previous['status']} at step {previous.get('steps_done')}; nothing to do")
+        return RunResult(previous["status"], previous.get("steps_done", 0), previous, out, previous.get("reason"), is_root)
 
     restart = (previous or {}).get("restart")
     resuming = bool(restart) and Path(out / restart["file"]).is_file()
@@ -399,8 +403,9 @@ def run(config: RunConfig, progress: bool = True, echo=print) -> RunResult:
             for name in ("traj.dump", "log.lammps"):
                 (out / name).unlink(missing_ok=True)
             (out / "thermo.dat").write_text("# " + " ".join(THERMO_COLUMNS) + "\n")
-        manifest = _Manifest(manifest_path, is_root,
-                             previous or _new_manifest(config, config_hash, lmp, variables, len(atoms)))
+        # rank 0 alone writes run.json, and alone can hash the files it has written
+        manifest = _Manifest(manifest_path, is_root, previous or (
+            _new_manifest(config, config_hash, lmp, variables, len(atoms)) if is_root else {}))
         manifest.update(status="running", resumed_from=start_step if resuming else None)
 
         os.chdir(out)
@@ -546,9 +551,9 @@ def _drive(lmp, config, manifest, start_step, atoms, stop, progress, echo) -> Ru
     manifest.update(status=status, reason=reason, steps_done=step, end_time=datetime.now(timezone.utc).isoformat(),
                     collapse={"step": step, "time_ps": step * dt_ps, "reason": reason} if status == "collapsed" else None,
                     speed=_speed(timed_steps, timed_seconds, dt_ps, len(atoms)))
-    if status != "finished":
+    if status != "finished" and manifest.is_root:
         echo(f"run {status} at step {step}: {reason}")
-    return RunResult(status, step, manifest.data, Path.cwd(), reason)
+    return RunResult(status, step, manifest.data, Path.cwd(), reason, manifest.is_root)
 
 
 def _write_restart(lmp, manifest, step: int) -> None:
