@@ -46,7 +46,7 @@ run ${steps}
 """
 
 
-def alloy(cells) -> "Atoms":
+def alloy(cells):
     from ase.build import bulk
 
     rng = np.random.default_rng(1)

@@ -31,7 +31,7 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -147,6 +147,8 @@ def validate(config: RunConfig) -> None:
     ff = config.classical
     if ff is None and not Path(config.model).is_file():
         raise RunError(f"model file {config.model} does not exist")
+    if ff is None:
+        _model_elements(config)  # a file that is no deployed model fails here, before any folder
     if ff and ff.systems and config.system.name not in ff.systems:
         raise RunError(f"classical force field {ff.name} is for {', '.join(ff.systems)}, not {config.system.name}")
     if config.structure is None and config.system.structure is None:
@@ -207,9 +209,12 @@ def _type_elements(config: RunConfig, atoms) -> list[str]:
 
 
 def _model_elements(config: RunConfig) -> list[str]:
-    from lmpbench.deploy import read_deployed_metadata
+    from lmpbench.deploy import DeployError, read_deployed_metadata
 
-    return read_deployed_metadata(config.model)["type_names"].split()
+    try:
+        return read_deployed_metadata(config.model)["type_names"].split()
+    except (DeployError, KeyError) as err:
+        raise RunError(f"model {config.model} is not a deployed model file: {err}") from None
 
 
 def write_run_files(config: RunConfig, atoms, run_dir: Path) -> dict[str, str]:
@@ -412,7 +417,12 @@ def run(config: RunConfig, progress: bool = True, echo=print) -> RunResult:
         lmp.command("log log.lammps append")
         for name, value in variables.items():
             lmp.command(f'variable {name} index "{value}"')
-        lmp.file("in.lmp")
+        try:
+            lmp.file("in.lmp")
+        except Exception as err:  # LAMMPS's ERROR line: a deck or input it cannot set up
+            manifest.update(status="failed", reason=str(err).splitlines()[0])
+            raise RunError(f"LAMMPS could not set up the run in {out}: {str(err).splitlines()[0]} "
+                           f"(see {out / 'log.lammps'})") from None
         stop.lmp = lmp
         return _drive(lmp, config, manifest, start_step, atoms, stop, progress, echo)
     finally:

@@ -1,7 +1,5 @@
 """lmpbench deploy: NequIP models in LAMMPS equal nequip's own ASE calculator, on every path."""
 
-import os
-import shutil
 import subprocess
 import sys
 import zipfile

@@ -1,7 +1,6 @@
 """lmpbench run: systems' decks in LAMMPS, checkpoints and resume, collapse, MPI, bad input."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -234,6 +233,14 @@ def test_structure_with_element_the_model_lacks(toy_models, tmp_path):
     result = CliRunner().invoke(cli, ["run", "--system", "md17_ethanol", "--model", str(toy_models["OH"]),
                                       "--out", str(tmp_path / "x"), "--no-progress"])
     assert result.exit_code == 2 and "lacks element(s) C" in result.output, result.output
+
+
+def test_corrupt_model_file(tmp_path):
+    (tmp_path / "broken.pt2").write_bytes(b"garbage")
+    result = CliRunner().invoke(cli, ["run", "--system", "water", "--model", str(tmp_path / "broken.pt2"),
+                                      "--no-progress", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "is not a deployed model file" in result.output, result.output
+    assert not (tmp_path / "run").exists()
 
 
 def test_unwritable_output(tmp_path):
