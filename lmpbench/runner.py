@@ -44,7 +44,10 @@ from lmpbench.systems import Protocol, System
 
 T_MIN_K, T_MAX_K = 0.1, 1.0e5  # the reference benchmark's collapse bounds
 BOND_DEVIATION_A = 0.5
-COLLAPSE_ERRORS = re.compile(r"[Ll]ost atoms|non-finite|Out of range atoms|Bond atoms? .* missing|nan", re.IGNORECASE)
+# LAMMPS errors that mean the system blew up: atoms lost or out of range, non-finite model
+# output, a shrink-wrapped box grown past the neighbour bins by a flying atom
+COLLAPSE_ERRORS = re.compile(r"lost atoms|non-finite|out of range atoms|bond atoms? .* missing|too many neighbor bins"
+                             r"|\bnan\b", re.IGNORECASE)
 THERMO_COLUMNS = ["step", "time_ps", "temp_K", "pe_eV", "ke_eV", "etotal_eV", "press_bar"]
 
 

@@ -106,22 +106,22 @@ PROTOCOLS = _registry([
              dump_every=500),
 ], "protocol")
 
-_MD17_NOTE = "no offline structure: give --structure (an MD17 frame, e.g. from the sGDML {mol}_dft.npz)"
+_RDKIT = "built from connectivity with RDKit ETKDG and relaxed with MMFF94 (data/structures/make_molecules.py)"
 SYSTEMS = _registry([
     System("md17_ethanol", "molecule", ("C", "H", "O"), 6.0, "md17", structure="ethanol.xyz",
            provenance="ASE g2 collection 'CH3CH2OH' (MP2/6-31G* geometry)"),
-    System("md17_aspirin", "molecule", ("C", "H", "O"), 6.0, "md17", structure_note=_MD17_NOTE.format(mol="aspirin")),
-    System("md17_naphthalene", "molecule", ("C", "H"), 6.0, "md17", structure="naphthalene.xyz",
-           provenance="ideal D2h geometry from connectivity (C-C 1.40 Å, C-H 1.09 Å, 120° angles), not relaxed"),
-    System("md17_salicylic_acid", "molecule", ("C", "H", "O"), 6.0, "md17",
-           structure_note=_MD17_NOTE.format(mol="salicylic")),
+    System("md17_aspirin", "molecule", ("C", "H", "O"), 6.0, "md17", structure="aspirin.xyz", provenance=_RDKIT),
+    System("md17_naphthalene", "molecule", ("C", "H"), 6.0, "md17", structure="naphthalene.xyz", provenance=_RDKIT),
+    System("md17_salicylic_acid", "molecule", ("C", "H", "O"), 6.0, "md17", structure="salicylic_acid.xyz",
+           provenance=_RDKIT),
     System("water", "periodic", ("O", "H"), 4.0, "water", structure="water64.data",
-           provenance="64 flexible SPC/Fw waters, PPPM, 20 ps NVT at 300 K in LAMMPS "
+           provenance="64 flexible SPC/Fw waters, PPPM, 10 ps NVT at 300 K in LAMMPS "
                       "(lammps_inputs/make_water64.in)"),
+    # phi/psi atom numbers are those of the shipped ACE-ALA-NME file (heavy atoms in SMILES
+    # order); a structure with another atom order needs its own (a systems file)
     System("alanine_dipeptide", "molecule", ("C", "H", "N", "O"), 6.0, "alanine_dipeptide",
-           structure_note="no offline structure: give --structure (ACE-ALA-NME, e.g. a frame of "
-                          "alanine_dipeptide.npy or openmmtools' alanine-dipeptide-implicit)",
-           dihedrals={"phi": (5, 7, 9, 15), "psi": (7, 9, 15, 17)}),
+           structure="alanine_dipeptide.xyz", provenance=_RDKIT + " (L-alanine, vacuum)",
+           dihedrals={"phi": (2, 4, 5, 7), "psi": (4, 5, 7, 9)}),
     System("lips", "periodic", ("Li", "P", "S"), 4.0, "lips",
            structure_note="no offline structure: LiPS needs the real dataset; give --structure (a frame of lips.xyz)"),
 ], "system")

@@ -31,11 +31,12 @@ def toy_models(tmp_path_factory):
     models = {"OH": save_model(ToyMessagePassing(2, 3.0, num_layers=2, seed=3), d / "OH.pt",
                                ModelMetadata(r_max=3.0, type_names=["O", "H"], num_layers=2))}
     # the classical:lj stand-in's numbers as a TorchScript model (a molecule needs bonding forces)
-    cho = ["C", "H", "O"]
-    radii = [covalent_radii[atomic_numbers[e]] for e in cho]
-    sigma = [[round(runner.LJ_STANDIN_SIGMA_SCALE * (a + b), 6) for b in radii] for a in radii]
-    models["CHO_lj"] = save_model(LennardJones(runner.LJ_STANDIN_EPSILON_EV, sigma, r_max=6.0, num_types=3), d / "CHO_lj.pt",
-                                  ModelMetadata(r_max=6.0, type_names=cho))
+    for elements in (["C", "H", "O"], ["C", "H", "N", "O"]):
+        radii = [covalent_radii[atomic_numbers[e]] for e in elements]
+        sigma = [[round(runner.LJ_STANDIN_SIGMA_SCALE * (a + b), 6) for b in radii] for a in radii]
+        key = "".join(elements) + "_lj"
+        models[key] = save_model(LennardJones(runner.LJ_STANDIN_EPSILON_EV, sigma, r_max=6.0, num_types=len(elements)),
+                                 d / f"{key}.pt", ModelMetadata(r_max=6.0, type_names=elements))
     return models
 
 
@@ -60,10 +61,15 @@ def frames(folder: Path) -> list[int]:
     ("water", "classical:spcfw"), ("water", "OH"),
     ("md17_ethanol", "classical:lj"), ("md17_ethanol", "CHO_lj"),
     ("md17_naphthalene", "classical:lj"), ("md17_naphthalene", "CHO_lj"),
+    ("md17_aspirin", "classical:lj"), ("md17_aspirin", "CHO_lj"),
+    ("md17_salicylic_acid", "classical:lj"), ("md17_salicylic_acid", "CHO_lj"),
+    ("alanine_dipeptide", "classical:lj"), ("alanine_dipeptide", "CHNO_lj"),
 ])
 def test_system_runs(system, model, toy_models, tmp_path):
     # the LJ stand-in has no bonds: a molecule held by it stays together only when cold
-    cold = ["--temperature", 50] if model in ("classical:lj", "CHO_lj") else []
+    cold = ["--temperature", 50] if model in ("classical:lj", "CHO_lj", "CHNO_lj") else []
+    if system == "alanine_dipeptide" and cold:  # and its hydrogens need less than the protocol's 2 fs
+        cold += ["--timestep-fs", 0.5]
     model = toy_models.get(model, model)
     out = tmp_path / "run"
     lmpbench_run("--model", model, "--system", system, "--out", out, "--steps", 300, "--chunk-steps", 100,
@@ -76,6 +82,17 @@ def test_system_runs(system, model, toy_models, tmp_path):
     assert list(rows[:, 0]) == list(range(0, 301, 50))
     # temperature starts at the protocol's (molecules: zero momentum and rotation removed)
     expected_T = manifest["protocol"]["temperature_K"]
+    if manifest["protocol"]["ensemble"] == "langevin_metad":
+        # COLVARS' phi/psi at step 0 are the dihedrals ASE measures on the shipped structure
+        from ase.io import read
+
+        from lmpbench.systems import get_system
+
+        traj = np.loadtxt(out / "metad.colvars.traj", comments="#", ndmin=2)
+        start = read(get_system(system).structure_path())
+        for column, atoms in enumerate(get_system(system).dihedrals.values(), start=1):
+            expected = (start.get_dihedral(*[a - 1 for a in atoms]) + 180.0) % 360.0 - 180.0
+            assert traj[0, column] == pytest.approx(expected, abs=1e-3)
     assert abs(rows[0, 2] - expected_T) / expected_T < 0.02
     assert frames(out) == list(range(0, 301, 50))
     assert (out / "in.lmp").is_file() and (out / "start.data").is_file() and (out / "forcefield.in").is_file()
@@ -216,7 +233,7 @@ def test_two_ranks_same_thermo(toy_models, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--system", "no_such", "--model", "classical:lj"], "unknown system 'no_such'"),
-    (["--system", "md17_aspirin", "--model", "classical:lj"], "no offline structure: give --structure"),
+    (["--system", "lips", "--model", "classical:lj"], "no offline structure: LiPS needs the real dataset"),
     (["--system", "water", "--model", "classical:nope"], "unknown classical force field 'nope'"),
     (["--system", "md17_ethanol", "--model", "classical:spcfw"], "spcfw is for water, not md17_ethanol"),
     (["--system", "water", "--model", "classical:lj", "--steps", "10", "--length-ps", "1"], "not both"),
