@@ -193,7 +193,8 @@ def read_structure(config: RunConfig):
             atoms = read(path, format="lammps-data", atom_style=style, units="metal",
                          Z_of_type={i + 1: atomic_numbers[e] for i, e in enumerate(elements)})
         else:
-            atoms = read(path)
+            frames = read(path, index=":")
+            atoms = frames[structure_frame(len(frames), config.seed)]
     except Exception as err:  # ASE raises many kinds for a file it cannot parse
         raise RunError(f"cannot read structure {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
     if config.system.category == "molecule":
@@ -204,6 +205,12 @@ def read_structure(config: RunConfig):
         raise RunError(f"structure {path} has element(s) {', '.join(unknown)} that system {config.system.name} "
                        f"({' '.join(elements)}) does not")
     return lammps_oriented(atoms)
+
+
+def structure_frame(nframes: int, seed: int) -> int:
+    """The frame a run starts from when its structure file holds several (a dataset, e.g.
+    LiPS's extxyz): chosen by the run's seed, as the benchmark starts from a random frame."""
+    return int(np.random.default_rng(seed).integers(nframes)) if nframes > 1 else 0
 
 
 def _type_elements(config: RunConfig, atoms) -> list[str]:
@@ -473,6 +480,7 @@ def _new_manifest(config: RunConfig, config_hash: str, lmp, variables: dict, nat
         "device": config.device,
         "host": socket.gethostname(),
         "seed": config.seed,
+        "structure_file": str(config.structure or config.system.structure_path()),
         "natoms": natoms,
         "total_steps": config.total_steps,
         "chunk_steps": config.chunk,

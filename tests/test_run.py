@@ -285,10 +285,19 @@ def test_system_without_shipped_structure_runs_with_one(tmp_path):
     grid = np.stack(np.meshgrid(*[np.arange(3)] * 3, indexing="ij"), -1).reshape(-1, 3) * 2.6
     atoms = Atoms(symbols=rng.choice(["Li", "P", "S"], size=len(grid)), positions=grid + rng.normal(0, 0.05, grid.shape),
                   cell=[7.8, 7.8, 7.8], pbc=True)
-    write(tmp_path / "lips_like.xyz", atoms, format="extxyz")
+    # a small "dataset": the run starts from the frame its seed picks
+    frames = [atoms.copy() for _ in range(5)]
+    for k, frame in enumerate(frames):
+        frame.positions[0, 0] += 0.01 * k
+    write(tmp_path / "lips_like.xyz", frames, format="extxyz")
     out = tmp_path / "lips"
     lmpbench_run("--model", "classical:lj", "--system", "lips", "--structure", tmp_path / "lips_like.xyz", "--out", out,
                  "--steps", 200, "--temperature", 50)
     manifest = json.loads((out / "run.json").read_text())
     assert manifest["status"] == "finished" and manifest["protocol"]["timestep_fs"] == 0.25
+    from ase.io import read
+
+    start = read(out / "start.data", format="lammps-data", atom_style="atomic")
+    picked = runner.structure_frame(5, seed=1)  # lmpbench run's default seed
+    assert start.positions[0, 0] == pytest.approx(frames[picked].positions[0, 0], abs=1e-6)
     assert list(thermo(out)[:, 0]) == list(range(0, 201, 50))  # the LiPS protocol saves every 50 steps
