@@ -193,9 +193,9 @@ def read_structure(config: RunConfig):
             atoms = read(path, format="lammps-data", atom_style=style, units="metal",
                          Z_of_type={i + 1: atomic_numbers[e] for i, e in enumerate(elements)})
         else:
-            frames = read(path, index=":")
+            frames = _read_frames(path)
             atoms = frames[structure_frame(len(frames), config.seed)]
-    except Exception as err:  # ASE raises many kinds for a file it cannot parse
+    except Exception as err:  # ASE and pymatgen raise many kinds for a file they cannot parse
         raise RunError(f"cannot read structure {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
     if config.system.category == "molecule":
         atoms.pbc = False
@@ -205,6 +205,22 @@ def read_structure(config: RunConfig):
         raise RunError(f"structure {path} has element(s) {', '.join(unknown)} that system {config.system.name} "
                        f"({' '.join(elements)}) does not")
     return lammps_oriented(atoms)
+
+
+def _read_frames(path: Path) -> list:
+    """All frames of a structure file: what ASE reads, else what pymatgen reads."""
+    from ase.io import read
+
+    try:
+        return read(path, index=":")
+    except Exception as ase_error:  # unknown to ASE: pymatgen knows other formats
+        try:
+            from pymatgen.core import Structure
+            from pymatgen.io.ase import AseAtomsAdaptor
+
+            return [AseAtomsAdaptor.get_atoms(Structure.from_file(str(path)))]
+        except Exception:
+            raise ase_error from None
 
 
 def structure_frame(nframes: int, seed: int) -> int:

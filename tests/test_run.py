@@ -301,3 +301,32 @@ def test_system_without_shipped_structure_runs_with_one(tmp_path):
     picked = runner.structure_frame(5, seed=1)  # lmpbench run's default seed
     assert start.positions[0, 0] == pytest.approx(frames[picked].positions[0, 0], abs=1e-6)
     assert list(thermo(out)[:, 0]) == list(range(0, 201, 50))  # the LiPS protocol saves every 50 steps
+
+    # the same system through the plugin: the LJ stand-in as a TorchScript model
+    from ase.data import atomic_numbers, covalent_radii
+
+    from lmpbench.models import LennardJones
+
+    elements = ["Li", "P", "S"]
+    radii = [covalent_radii[atomic_numbers[e]] for e in elements]
+    sigma = [[round(runner.LJ_STANDIN_SIGMA_SCALE * (a + b), 6) for b in radii] for a in radii]
+    model = save_model(LennardJones(runner.LJ_STANDIN_EPSILON_EV, sigma, r_max=6.0, num_types=3), tmp_path / "lips_lj.pt",
+                       ModelMetadata(r_max=6.0, type_names=elements))
+    lmpbench_run("--model", model, "--system", "lips", "--structure", tmp_path / "lips_like.xyz",
+                 "--out", tmp_path / "lips_mlff", "--steps", 200, "--temperature", 50)
+    np.testing.assert_allclose(thermo(tmp_path / "lips_mlff"), thermo(out), rtol=1e-9, atol=1e-10)
+
+
+def test_pymatgen_structure_file(tmp_path):
+    """A structure only pymatgen reads (its JSON) starts a run."""
+    from pymatgen.core import Lattice, Structure
+
+    structure = Structure(Lattice.cubic(7.8), ["Li", "P", "S", "S"],
+                          [[0, 0, 0], [0.5, 0.5, 0.5], [0.25, 0.25, 0.25], [0.75, 0.75, 0.25]])
+    path = tmp_path / "lips.json"
+    path.write_text(structure.to_json())
+    out = tmp_path / "pmg"
+    lmpbench_run("--model", "classical:lj", "--system", "lips", "--structure", path, "--out", out, "--steps", 50,
+                 "--temperature", 50, "--dump-every", 10)
+    start = (out / "start.data").read_text()
+    assert "4 atoms" in start and "3 atom types" in start
