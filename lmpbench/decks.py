@@ -12,7 +12,7 @@ from lmpbench import engine
 
 
 def template(name: str) -> Path:
-    """Path of the deck template ``name`` (e.g. ``nve_mlff.in``)."""
+    """Path of a file of ``lammps_inputs/`` (e.g. ``nve.in``, ``forcefields/spcfw_metal.in``)."""
     path = Path(str(resources.files("lmpbench.lammps_inputs"))) / name
     if not path.is_file():
         raise FileNotFoundError(f"no deck template {name!r} in {path.parent}")

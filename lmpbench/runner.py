@@ -263,7 +263,7 @@ def write_run_files(config: RunConfig, atoms, run_dir: Path) -> dict[str, str]:
         ff_lines = f"pair_style mlff device {config.device} threads {config.threads}\n" \
                    f"pair_coeff * * {Path(config.model).resolve()} {' '.join(elements)}"
     elif ff.file:
-        ff_lines = (Path(str(template("nve.in").parent)) / "forcefields" / ff.file).read_text()
+        ff_lines = template(f"forcefields/{ff.file}").read_text()
     else:
         ff_lines = _lj_lines(elements)
     (run_dir / "forcefield.in").write_text(f"# force field of this run ({config.model})\n{ff_lines}\n")
