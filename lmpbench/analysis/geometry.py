@@ -1,0 +1,57 @@
+"""Geometric quantities of frames: dihedral angles and the bond-stability criterion.
+
+``dihedral_deg``: the angle between planes (a, b, c) and (b, c, d), in degrees in
+(-180, 180], with the IUPAC sign (ASE's ``get_dihedral`` gives the same angle in [0, 360)).
+
+``BondStability`` (the benchmark's molecule criterion): bonds are the pairs within ASE's
+``natural_cutoffs`` in the first frame; a frame is unstable when any bond deviates from its
+reference length by more than ``max_deviation_A`` (0.5 Å). The reference lengths are given
+(the paper averages them over the reference data) or taken from the first frame.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lmpbench.analysis.trajectory import Frame
+
+
+def dihedral_deg(positions: np.ndarray, quads: np.ndarray) -> np.ndarray:
+    """Dihedrals of atom index quadruples ``quads`` [M, 4] (0-based), degrees."""
+    p = positions[np.asarray(quads)]
+    b0, b1, b2 = p[:, 0] - p[:, 1], p[:, 2] - p[:, 1], p[:, 3] - p[:, 2]
+    b1n = b1 / np.linalg.norm(b1, axis=1, keepdims=True)
+    v = b0 - (b0 * b1n).sum(1, keepdims=True) * b1n
+    w = b2 - (b2 * b1n).sum(1, keepdims=True) * b1n
+    x = (v * w).sum(1)
+    y = (np.cross(b1n, v) * w).sum(1)
+    return np.degrees(np.arctan2(y, x))
+
+
+class BondStability:
+    def __init__(self, symbols: list[str], max_deviation_A: float = 0.5, reference_lengths: np.ndarray | None = None):
+        self.symbols, self.max_deviation_A = symbols, max_deviation_A
+        self.reference_lengths = reference_lengths
+        self.pairs: np.ndarray | None = None
+        self.first_unstable_step: int | None = None
+        self.frames = 0
+
+    def accumulate(self, frame: Frame) -> "BondStability":
+        if self.pairs is None:
+            from ase import Atoms
+            from ase.neighborlist import natural_cutoffs, neighbor_list
+
+            # a cell around the molecule: ASE's neighbour list misses pairs in a zero cell
+            extent = np.ptp(frame.positions, axis=0).max() + 20.0
+            atoms = Atoms(symbols=self.symbols, positions=frame.positions - frame.positions.min(0) + 10.0,
+                          cell=np.eye(3) * extent, pbc=False)
+            i, j, d = neighbor_list("ijd", atoms, natural_cutoffs(atoms))
+            keep = i < j
+            self.pairs = np.stack([i[keep], j[keep]])
+            if self.reference_lengths is None:
+                self.reference_lengths = d[keep]
+        lengths = np.linalg.norm(frame.positions[self.pairs[1]] - frame.positions[self.pairs[0]], axis=1)
+        if self.first_unstable_step is None and np.abs(lengths - self.reference_lengths).max() > self.max_deviation_A:
+            self.first_unstable_step = frame.step
+        self.frames += 1
+        return self

@@ -1,0 +1,102 @@
+"""Radial distribution functions and distance histograms.
+
+``RDF`` (periodic systems; the benchmark's water and LiPS metric):
+    g_AB(r_k) = C_k / (F * rho_AB * V_k),  V_k = 4/3 pi (r_{k+1}^3 - r_k^3)
+where C_k counts ordered pairs (i in A, j in B, i != j) at minimum-image distance in bin k
+summed over F frames. Paper parity (``normalization="paper"``): rho_AB = N_A N_B / V, i.e.
+all N*N pair entries per frame, as freud and ovito normalise. Variant ``"n_n_minus_1"``:
+rho_AA = N_A (N_A - 1) / V for A == B (MDAnalysis's exclusion convention); labelled in the
+results. Distances in Å, 500 bins on (0, r_max] by default; r_max may not exceed half the
+cell's smallest width (beyond it the minimum image is not unique).
+
+``DistanceHistogram`` (molecules; the benchmark's h(r) for MD17): all interatomic distances
+of each frame, no periodic images, density-normalised histogram (integral 1), 500 bins on
+(0, 10] Å by default.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matscipy.neighbours import neighbour_list
+
+from lmpbench.analysis.trajectory import Frame
+
+NORMALIZATIONS = ("paper", "n_n_minus_1")
+
+
+def mae(x: np.ndarray, y: np.ndarray, factor: float) -> float:
+    """The benchmark's curve error: mean(|x - y|) * factor (an L1 integral over the axis)."""
+    return float(np.mean(np.abs(np.asarray(x) - np.asarray(y))) * factor)
+
+
+def _smallest_width(cell: np.ndarray) -> float:
+    volume = abs(np.linalg.det(cell))
+    return min(volume / np.linalg.norm(np.cross(cell[(k + 1) % 3], cell[(k + 2) % 3])) for k in range(3))
+
+
+class RDF:
+    """Partial RDF between atoms of types ``a`` and ``b`` (LAMMPS type numbers; None = all)."""
+
+    def __init__(self, r_max: float = 6.0, bins: int = 500, a: int | None = None, b: int | None = None,
+                 normalization: str = "paper"):
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+        self.r_max, self.bins, self.a, self.b, self.normalization = r_max, bins, a, b, normalization
+        self.edges = np.linspace(0.0, r_max, bins + 1)
+        self._counts = np.zeros(bins)
+        self._density_sum = 0.0  # sum over frames of rho_AB
+        self.frames = 0
+
+    def accumulate(self, frame: Frame) -> "RDF":
+        if self.r_max > _smallest_width(frame.cell) / 2 + 1e-9:
+            raise ValueError(f"RDF r_max {self.r_max} Å exceeds half the cell's smallest width "
+                             f"({_smallest_width(frame.cell) / 2:.3f} Å) at step {frame.step}")
+        in_a = np.ones(len(frame.types), bool) if self.a is None else frame.types == self.a
+        in_b = np.ones(len(frame.types), bool) if self.b is None else frame.types == self.b
+        i, j, d = neighbour_list("ijd", positions=frame.positions - frame.origin, cell=frame.cell,
+                                 pbc=np.array(frame.pbc), cutoff=self.r_max)
+        keep = in_a[i] & in_b[j]
+        self._counts += np.histogram(d[keep], bins=self.edges)[0]
+        n_a, n_b = int(in_a.sum()), int(in_b.sum())
+        same = self.a == self.b
+        pairs = n_a * (n_b - 1) if (same and self.normalization == "n_n_minus_1") else n_a * n_b
+        self._density_sum += pairs / frame.volume
+        self.frames += 1
+        return self
+
+    @property
+    def r(self) -> np.ndarray:
+        return 0.5 * (self.edges[1:] + self.edges[:-1])
+
+    @property
+    def g(self) -> np.ndarray:
+        if self.frames == 0:
+            raise RuntimeError("RDF has seen no frame: call accumulate() first")
+        shell = 4.0 / 3.0 * np.pi * (self.edges[1:] ** 3 - self.edges[:-1] ** 3)
+        return self._counts / (self._density_sum * shell)
+
+
+class DistanceHistogram:
+    """h(r): density-normalised histogram of all interatomic distances (no images)."""
+
+    def __init__(self, r_max: float = 10.0, bins: int = 500):
+        self.edges = np.linspace(0.0, r_max, bins + 1)
+        self._counts = np.zeros(bins)
+        self.frames = 0
+
+    def accumulate(self, frame: Frame) -> "DistanceHistogram":
+        from scipy.spatial.distance import pdist
+
+        self._counts += np.histogram(pdist(frame.positions), bins=self.edges)[0]
+        self.frames += 1
+        return self
+
+    @property
+    def r(self) -> np.ndarray:
+        return 0.5 * (self.edges[1:] + self.edges[:-1])
+
+    @property
+    def h(self) -> np.ndarray:
+        if self.frames == 0:
+            raise RuntimeError("DistanceHistogram has seen no frame: call accumulate() first")
+        return self._counts / (self._counts.sum() * np.diff(self.edges))
