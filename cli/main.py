@@ -238,6 +238,30 @@ def _parse_seeds(text: str) -> list[int]:
 
 
 @cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--reference", type=click.Path(exists=True, file_okay=False),
+              help="Reference run folder of the same system (e.g. its classical run).")
+def analyze(run_dir, reference):
+    """Compute the benchmark's metrics of RUN_DIR; writes metrics.json and curves.npz there."""
+    from lmpbench.analysis.run_metrics import AnalysisError, analyze as lib_analyze
+    from lmpbench.analysis.trajectory import TrajectoryError
+
+    try:
+        result = lib_analyze(run_dir, reference)
+    except (AnalysisError, TrajectoryError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+    for name, metric in result["metrics"].items():
+        if isinstance(metric, dict) and "value" in metric:
+            value = metric["value"]
+            click.echo(f"{name:16s} {value if value is None else f'{value:.6g}'} {metric.get('unit', '')}"
+                       + (f"  ({metric['reason']})" if value is None and "reason" in metric else ""))
+        elif name == "rdf_mae":
+            for pair, m in metric.items():
+                click.echo(f"rdf_mae {pair:8s} {m['value']:.6g}")
+    click.echo(f"wrote {Path(run_dir) / 'metrics.json'} and curves.npz")
+
+
+@cli.command()
 def systems():
     """List the benchmark systems and their protocols."""
     from lmpbench.systems import PROTOCOLS, SYSTEMS

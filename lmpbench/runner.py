@@ -496,6 +496,7 @@ def _new_manifest(config: RunConfig, config_hash: str, lmp, variables: dict, nat
         "device": config.device,
         "host": socket.gethostname(),
         "seed": config.seed,
+        "type_elements": _type_elements(config, read_structure(config)),
         "structure_file": str(config.structure or config.system.structure_path()),
         "natoms": natoms,
         "total_steps": config.total_steps,

@@ -1,0 +1,96 @@
+"""lmpbench analyze on run folders written by lmpbench run."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from lmpbench.analysis.rdf import RDF
+from lmpbench.analysis.run_metrics import AnalysisError, analyze
+from lmpbench.analysis.trajectory import TrajectoryReader
+from lmpbench.cli.main import cli
+from lmpbench.engine import lammps_environment
+
+
+def run(out, *args):
+    proc = subprocess.run([sys.executable, "-m", "lmpbench.cli.main", "run", "--no-progress", "--out", str(out),
+                           *map(str, args)], env=lammps_environment(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return out
+
+
+WATER = ["--model", "classical:spcfw", "--system", "water", "--timestep-fs", 0.5, "--dump-every", 20]
+
+
+@pytest.fixture(scope="module")
+def water_runs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("water_runs")
+    return {seed: run(d / f"seed{seed}", *WATER, "--steps", 4000, "--seed", seed) for seed in (1, 2)}
+
+
+def test_water_metrics(water_runs):
+    result = CliRunner().invoke(cli, ["analyze", str(water_runs[2]), "--reference", str(water_runs[1])])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((water_runs[2] / "metrics.json").read_text())["metrics"]
+    assert metrics["stability_ps"]["value"] == pytest.approx(2.0)  # 201 frames, 0.01 ps apart, all stable
+    for pair in ("O-O", "H-H", "H-O"):
+        assert 0 < metrics["rdf_mae"][pair]["value"] < 1.0  # two seeds of the same model differ a little
+    assert metrics["diffusivity"]["value"] is None and "100.0 ps" in metrics["diffusivity"]["reason"]
+    curves = np.load(water_runs[2] / "curves.npz")
+    # the O-O curve is the RDF of the run's own frames, recomputed here independently of analyze
+    rdf = RDF(6.0, 500, a=1, b=1)
+    for frame in TrajectoryReader(water_runs[2] / "traj.dump"):
+        rdf.accumulate(frame)
+    np.testing.assert_allclose(curves["g_O-O"], rdf.g)
+
+
+def test_against_itself_the_errors_vanish(water_runs):
+    result = analyze(water_runs[1], water_runs[1])
+    assert all(m["value"] == 0.0 for m in result["metrics"]["rdf_mae"].values())
+    assert all(error < 3.0 for *_, error in result["metrics"]["rdf_window_errors"]["windows"])
+
+
+def test_collapsed_run_is_analysed_over_its_stable_part(water_runs, tmp_path):
+    boom = tmp_path / "boom"
+    run(boom, "--model", "classical:spcfw", "--system", "water", "--timestep-fs", 8.0, "--dump-every", 10,
+        "--steps", 2000, "--chunk-steps", 100)
+    manifest = json.loads((boom / "run.json").read_text())
+    assert manifest["status"] == "collapsed"
+    result = analyze(boom, water_runs[1])
+    stable = result["metrics"]["stability_ps"]
+    assert result["run_collapse"]["step"] == manifest["collapse"]["step"]
+    assert stable["frames_used"] * 10 <= manifest["collapse"]["step"] + 10
+
+
+def test_molecule_metrics(tmp_path):
+    args = ["--model", "classical:lj", "--system", "md17_ethanol", "--steps", 400, "--temperature", 50,
+            "--dump-every", 20]
+    a = run(tmp_path / "a", *args, "--seed", 1)
+    b = run(tmp_path / "b", *args, "--seed", 2)
+    result = analyze(b, a)
+    assert result["metrics"]["stability_ps"]["value"] == pytest.approx(0.2)  # 21 frames, 0.01 ps apart
+    assert 0 < result["metrics"]["h_mae"]["value"] < 1.0
+    assert analyze(a, a)["metrics"]["h_mae"]["value"] == 0.0
+
+
+def test_nve_energy_drift(tmp_path):
+    out = run(tmp_path / "nve", *WATER, "--ensemble", "nve", "--steps", 400)
+    result = analyze(out)
+    rows = np.loadtxt(out / "thermo.dat", comments="#")
+    drift = result["metrics"]["energy_drift"]["value"]
+    # the slope times the run's length is no more than the largest excursion of E_total per atom
+    assert abs(drift) * rows[-1, 1] <= np.ptp(rows[:, 5]) / 192 + 1e-12
+
+
+def test_bad_input(tmp_path, water_runs):
+    with pytest.raises(AnalysisError, match="is not a run folder"):
+        analyze(tmp_path)
+    mol = run(tmp_path / "mol", "--model", "classical:lj", "--system", "md17_ethanol", "--steps", 100,
+              "--temperature", 50)
+    with pytest.raises(AnalysisError, match="is a md17_ethanol run, not water"):
+        analyze(water_runs[1], mol)
+    result = CliRunner().invoke(cli, ["analyze", str(tmp_path)])
+    assert result.exit_code == 1 and "Error: " in result.output and "run.json" in result.output
