@@ -305,23 +305,31 @@ def resolved_deck(template_name: str, boundary_line: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+FES_GRID = 60  # bins per dihedral over [-180, 180) degrees, the benchmark's 60 x 60 grid
+
+
 def colvars_input(config: RunConfig) -> str:
-    """Well-tempered metadynamics on the system's phi/psi dihedrals (COLVARS syntax)."""
+    """Well-tempered metadynamics on the system's dihedrals (COLVARS syntax). The colvar
+    width is the grid spacing (360/60 degrees), so the free-energy file COLVARS writes is the
+    benchmark's 60 x 60 grid; hillWidth (in widths, Gaussian sigma = hillWidth x width / 2)
+    gives the protocol's sigma."""
     p = config.protocol
     kj_to_ev = 1.0 / 96.48533212
-    width_deg = math.degrees(p.metad_sigma_rad)
+    width_deg = 360.0 / FES_GRID
+    hill_width = 2.0 * math.degrees(p.metad_sigma_rad) / width_deg
     blocks = []
     for name, atoms in config.system.dihedrals.items():
         groups = "\n".join(f"    group{k + 1} {{\n      atomNumbers {a}\n    }}" for k, a in enumerate(atoms))
-        blocks.append(f"colvar {{\n  name {name}\n  width {width_deg:.6g}\n  dihedral {{\n{groups}\n  }}\n}}")
+        blocks.append(f"colvar {{\n  name {name}\n  width {width_deg:.6g}\n  lowerBoundary -180.0\n"
+                      f"  upperBoundary 180.0\n  dihedral {{\n{groups}\n  }}\n}}")
     names = " ".join(config.system.dihedrals)
     blocks.append(
         "metadynamics {\n  name metad\n  colvars " + names + "\n"
-        f"  hillWeight {p.metad_height_kJ_mol * kj_to_ev:.8g}\n  hillWidth 2.0\n"
+        f"  hillWeight {p.metad_height_kJ_mol * kj_to_ev:.8g}\n  hillWidth {hill_width:.8g}\n"
         f"  newHillFrequency {p.metad_pace}\n  wellTempered on\n"
-        f"  biasTemperature {(p.metad_bias_factor - 1.0) * p.temperature_K:.8g}\n}}")
-    # hillWidth is in units of each colvar's width: 2 * sigma-width / 2 gives Gaussians of sigma
-    return "\n\n".join(blocks) + "\n"
+        f"  biasTemperature {(p.metad_bias_factor - 1.0) * p.temperature_K:.8g}\n"
+        "  writeFreeEnergyFile on\n}")
+    return "colvarsTrajFrequency " + str(p.dump_every) + "\n\n" + "\n\n".join(blocks) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -94,3 +94,40 @@ def test_bad_input(tmp_path, water_runs):
         analyze(water_runs[1], mol)
     result = CliRunner().invoke(cli, ["analyze", str(tmp_path)])
     assert result.exit_code == 1 and "Error: " in result.output and "run.json" in result.output
+
+
+def test_pmf_of_a_separable_surface(tmp_path):
+    """F(phi, psi) = a(phi) + b(psi): the marginal PMF along phi is a - min(a), exactly."""
+    from lmpbench.analysis.fes import EV_TO_KJ_MOL, FreeEnergySurface
+
+    centres = -177.0 + 6.0 * np.arange(60)
+    a = 3.0 * (1 - np.cos(np.radians(centres)))  # kJ/mol
+    b = 1.5 * (1 + np.sin(np.radians(2 * centres)))
+    grid = (a[:, None] + b[None, :]) / EV_TO_KJ_MOL  # the file holds eV
+    rows = "\n".join(f" {p:.6f} {q:.6f} {grid[i, j]:.17g}" for i, p in enumerate(centres) for j, q in enumerate(centres))
+    (tmp_path / "metad.pmf").write_text("# 2\n# -180.0 6.0 60 1\n# -180.0 6.0 60 1\n\n" + rows + "\n")
+    fes = FreeEnergySurface.from_colvars_pmf(tmp_path / "metad.pmf")
+    np.testing.assert_allclose(fes.phi_deg, centres)
+    np.testing.assert_allclose(fes.pmf("phi"), a - a.min(), atol=1e-9)
+    np.testing.assert_allclose(fes.pmf("psi"), b - b.min(), atol=1e-9)
+
+
+def test_alanine_metadynamics_metrics(tmp_path):
+    from lmpbench.analysis.geometry import dihedral_deg
+    from lmpbench.systems import get_system
+
+    args = ["--model", "classical:lj", "--system", "alanine_dipeptide", "--steps", 400, "--timestep-fs", 0.5,
+            "--temperature", 50, "--dump-every", 20, "--set", "metad_pace=20"]
+    a = run(tmp_path / "a", *args, "--seed", 1)
+    b = run(tmp_path / "b", *args, "--seed", 2)
+    result = analyze(b, a)
+    assert set(result["metrics"]["pmf_mae"]) == {"phi", "psi"}
+    assert analyze(a, a)["metrics"]["pmf_mae"]["phi"]["value"] == 0.0
+    curves = np.load(b / "curves.npz")
+    assert curves["fes_kJ_mol"].shape == (60, 60)
+    # COLVARS' phi/psi along the run equal the dihedrals of the dumped frames
+    quads = np.array(list(get_system("alanine_dipeptide").dihedrals.values())) - 1
+    traj = np.loadtxt(b / "metad.colvars.traj", comments="#", ndmin=2)
+    by_step = {int(row[0]): row[1:3] for row in traj}
+    for frame in TrajectoryReader(b / "traj.dump", step=5):
+        np.testing.assert_allclose(dihedral_deg(frame.positions, quads), by_step[frame.step], atol=1e-6)

@@ -107,6 +107,8 @@ def analyze(run_dir: str | Path, reference: str | Path | None = None) -> dict:
         _molecule(run_dir, reference, manifest, frame_dt_ps, result, curves)
     if protocol["ensemble"] == "nve":
         _energy_drift(run_dir, manifest, result)
+    if protocol["ensemble"] == "langevin_metad":
+        _free_energy(run_dir, reference, result, curves)
 
     (run_dir / "metrics.json").write_text(json.dumps(result, indent=2, default=float))
     np.savez(run_dir / "curves.npz", **curves)
@@ -198,6 +200,25 @@ def _molecule(run_dir, reference, manifest, frame_dt_ps, result, curves):
             ref.accumulate(frame)
         curves["h_ref"] = ref.h
         metrics["h_mae"] = {"value": mae(hist.h, ref.h, H_R_MAX), "definition": "mae(h, h_ref, 10) (paper)"}
+
+
+def _free_energy(run_dir, reference, result, curves):
+    from lmpbench.analysis.fes import FreeEnergySurface
+    from lmpbench.analysis.rdf import mae
+
+    pmf_file = run_dir / "metad.pmf"
+    if not pmf_file.is_file():
+        result["metrics"]["fes"] = {"value": None, "reason": "no metad.pmf (COLVARS writes it at the end of a run)"}
+        return
+    fes = FreeEnergySurface.from_colvars_pmf(pmf_file)
+    curves.update(phi_deg=fes.phi_deg, psi_deg=fes.psi_deg, fes_kJ_mol=fes.free_energy_kJ_mol,
+                  pmf_phi=fes.pmf("phi"), pmf_psi=fes.pmf("psi"))
+    if reference is not None:
+        ref = FreeEnergySurface.from_colvars_pmf(Path(reference) / "metad.pmf")
+        result["metrics"]["pmf_mae"] = {
+            axis: {"value": mae(fes.pmf(axis), ref.pmf(axis), 6.28), "unit": "kJ/mol rad",
+                   "definition": "mae(PMF, PMF_ref, 6.28), PMF from the 60 x 60 FES with kBT = 2.49 kJ/mol"}
+            for axis in ("phi", "psi")}
 
 
 def _energy_drift(run_dir, manifest, result):
