@@ -215,3 +215,25 @@ def _frame(step, positions, pbc=False):
     n = len(positions)
     return Frame(step, np.eye(3) * 1000.0, np.zeros(3), np.arange(1, n + 1), np.ones(n, int), np.asarray(positions, float),
                  True, (pbc,) * 3, {})
+
+
+def test_ase_reader_streams_labelled_frames(tmp_path):
+    from ase.io import write
+
+    from lmpbench.analysis.trajectory import ASETrajectoryReader
+    from lmpbench.models.toy_nequip import emt_frames
+
+    frames = emt_frames(3, seed=5)
+    write(tmp_path / "data.xyz", frames, format="extxyz")
+    read_back = list(ASETrajectoryReader(tmp_path / "data.xyz", elements=["Cu", "Au"]))
+    assert len(read_back) == 3
+    for original, frame in zip(frames, read_back):
+        np.testing.assert_allclose(frame.positions, original.positions, atol=1e-7)
+        np.testing.assert_array_equal(frame.types, [1 if s == "Cu" else 2 for s in original.get_chemical_symbols()])
+        assert frame.extra["energy"] == pytest.approx(original.get_potential_energy())
+        np.testing.assert_allclose(frame.extra["forces"], original.get_forces(), atol=1e-7)
+    with pytest.raises(TrajectoryError, match="has element Au, not in"):
+        list(ASETrajectoryReader(tmp_path / "data.xyz", elements=["Cu"]))
+    (tmp_path / "broken.xyz").write_text("3\nnot extxyz\nCu 0 0\n")
+    with pytest.raises(TrajectoryError, match="cannot read as an ASE trajectory"):
+        list(ASETrajectoryReader(tmp_path / "broken.xyz"))

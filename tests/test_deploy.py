@@ -248,3 +248,30 @@ def test_nequip_package_source(nequip_ckpt, tmp_path):
     result = deploy(package, tmp_path / "from_package.pt", echo=quiet)
     assert result.target.name == "torchscript-ghost"  # the only target a .pt output takes
     assert result.report.passed and result.report.forces_eV_A < TOL
+
+
+def test_force_energy_errors_through_lammps_equal_nequip_calculator(deployed, nequip_ckpt, tmp_path):
+    """The "forces" column: MAE of the deployed model in LAMMPS against EMT labels equals the
+    MAE of nequip's own calculator against the same labels."""
+    from ase.io import write
+    from nequip.integrations.ase import NequIPCalculator
+
+    from lmpbench.analysis.errors import force_energy_errors
+    from lmpbench.deploy import default_dtype
+    from lmpbench.models.toy_nequip import emt_frames
+
+    frames = emt_frames(4, seed=99)
+    write(tmp_path / "labelled.xyz", frames, format="extxyz")
+    ours = force_energy_errors(deployed["aoti-ghost"], tmp_path / "labelled.xyz")
+    with default_dtype(torch.float64):
+        calc = NequIPCalculator._from_saved_model(str(nequip_ckpt), device="cpu")
+        f_err, e_err = [], []
+        for atoms in frames:
+            labels_f, labels_e = atoms.get_forces(), atoms.get_potential_energy()
+            probe = atoms.copy()
+            probe.calc = calc
+            f_err.append(np.abs(probe.get_forces() - labels_f).ravel())
+            e_err.append(abs(probe.get_potential_energy() - labels_e) / len(atoms))
+    assert ours["frames"] == 4
+    assert ours["forces_mae_meV_A"] == pytest.approx(1000 * np.concatenate(f_err).mean(), rel=1e-7)
+    assert ours["energy_mae_meV_atom"] == pytest.approx(1000 * np.mean(e_err), rel=1e-7)

@@ -141,3 +141,46 @@ class TrajectoryReader:
         extra = {name: data[:, k] for name, k in col.items() if name not in {"id", "type", *used}}
         return Frame(step, cell, origin, data[:, col["id"]].astype(np.int64), data[:, col["type"]].astype(np.int64),
                      positions, unwrapped, pbc, extra)
+
+
+class ASETrajectoryReader:
+    """Frames of any file ASE reads (extxyz, ASE .traj, ...), streamed with ``ase.io.iread``.
+
+    Positions are as stored (extxyz datasets are usually wrapped); types are 1-based indices
+    into ``elements`` (default: the elements in order of first appearance); labels in the
+    file (energy, forces) land in ``Frame.extra`` as ``energy`` and ``forces``, the chemical
+    symbols as ``symbols``.
+    """
+
+    def __init__(self, path: str | Path, elements: list[str] | None = None, index: str = ":"):
+        self.path, self.elements, self.index = Path(path), elements, index
+        if not self.path.is_file():
+            raise TrajectoryError(f"trajectory {self.path} does not exist")
+        self.truncated = None
+
+    def __iter__(self) -> Iterator[Frame]:
+        from ase.io import iread
+
+        elements = list(self.elements or [])
+        try:
+            for k, atoms in enumerate(iread(self.path, index=self.index)):
+                for symbol in atoms.get_chemical_symbols():
+                    if symbol not in elements:
+                        if self.elements is not None:
+                            raise TrajectoryError(f"{self.path}: frame {k} has element {symbol}, not in {elements}")
+                        elements.append(symbol)
+                extra = {"symbols": atoms.get_chemical_symbols()}
+                if atoms.calc is not None:
+                    results = atoms.calc.results
+                    if "energy" in results:
+                        extra["energy"] = float(results["energy"])
+                    if "forces" in results:
+                        extra["forces"] = np.asarray(results["forces"])
+                types = np.array([elements.index(s) + 1 for s in atoms.get_chemical_symbols()])
+                yield Frame(k, atoms.cell.array.copy(), np.zeros(3), np.arange(1, len(atoms) + 1), types,
+                            atoms.positions.copy(), False, tuple(bool(p) for p in atoms.pbc), extra)
+        except TrajectoryError:
+            raise
+        except Exception as err:  # ASE raises many kinds for files it cannot parse
+            raise TrajectoryError(f"{self.path}: cannot read as an ASE trajectory: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+        self.elements = elements
