@@ -83,12 +83,11 @@ def ours_rdf(path, a, r_max):
 
 def ovito_rdf(path, a, r_max):
     from ovito.io import import_file
-    from ovito.modifiers import CoordinationAnalysisModifier, SelectTypeModifier, DeleteSelectedModifier
+    from ovito.modifiers import CoordinationAnalysisModifier, SelectTypeModifier
 
     pipeline = import_file(str(path))
     if a is not None:
         pipeline.modifiers.append(SelectTypeModifier(property="Particle Type", types={a}))
-        pipeline.modifiers.append(SelectTypeModifier(property="Particle Type", types={a}, operate_on="particles"))
     pipeline.modifiers.append(CoordinationAnalysisModifier(cutoff=r_max, number_of_bins=500, only_selected=a is not None))
     total = None
     for k in range(pipeline.source.num_frames):
