@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from lmpbench import decks
+from lmpbench.analysis.run_metrics import energy_drift_ev_atom_ps
 from lmpbench.deploy import deploy
 from lmpbench.models.toy_nequip import train_toy_nequip
 from lmpbench.structures import lammps_oriented, write_lammps_data
@@ -40,11 +41,6 @@ def thermo_table(log_path: Path) -> dict[str, np.ndarray]:
 
     run = LogFile(str(log_path)).runs[-1]
     return {k: np.asarray(v, dtype=float) for k, v in run.items()}
-
-
-def energy_drift_ev_atom_ps(time_ps: np.ndarray, etotal: np.ndarray, natoms: int) -> float:
-    """Slope of a least-squares line through the total energy per atom (eV/atom/ps)."""
-    return float(np.polyfit(time_ps, etotal / natoms, 1)[0])
 
 
 def run_demo(out: Path, steps: int = 200, echo=print) -> dict:

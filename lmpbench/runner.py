@@ -444,7 +444,7 @@ def run(config: RunConfig, progress: bool = True, echo=print) -> RunResult:
             (out / "thermo.dat").write_text("# " + " ".join(THERMO_COLUMNS) + "\n")
         # rank 0 alone writes run.json, and alone can hash the files it has written
         manifest = _Manifest(manifest_path, is_root, previous or (
-            _new_manifest(config, config_hash, lmp, variables, len(atoms)) if is_root else {}))
+            _new_manifest(config, config_hash, lmp, variables, atoms) if is_root else {}))
         manifest.update(status="running", resumed_from=start_step if resuming else None)
 
         os.chdir(out)
@@ -476,7 +476,7 @@ def _run_variables(config: RunConfig, atoms) -> dict[str, str]:
         return write_run_files(config, atoms, Path(tmp))
 
 
-def _new_manifest(config: RunConfig, config_hash: str, lmp, variables: dict, natoms: int) -> dict:
+def _new_manifest(config: RunConfig, config_hash: str, lmp, variables: dict, atoms) -> dict:
     import torch
 
     from lmpbench import plugin
@@ -504,24 +504,15 @@ def _new_manifest(config: RunConfig, config_hash: str, lmp, variables: dict, nat
         "device": config.device,
         "host": socket.gethostname(),
         "seed": config.seed,
-        "type_elements": _type_elements(config, read_structure(config)),
+        "type_elements": _type_elements(config, atoms),
         "structure_file": str(config.structure or config.system.structure_path()),
-        "natoms": natoms,
+        "natoms": len(atoms),
         "total_steps": config.total_steps,
         "chunk_steps": config.chunk,
         "start_time": datetime.now(timezone.utc).isoformat(),
         "steps_done": 0,
         "status": "running",
     }
-
-
-def _bond_reference(atoms):
-    """Bonds (pairs within ASE natural cutoffs) and their lengths in the starting structure."""
-    from ase.neighborlist import natural_cutoffs, neighbor_list
-
-    i, j, d = neighbor_list("ijd", atoms, natural_cutoffs(atoms))
-    keep = i < j
-    return np.stack([i[keep], j[keep]]), d[keep]
 
 
 def _check_collapse(lmp, bonds) -> str | None:
@@ -553,7 +544,9 @@ def _drive(lmp, config, manifest, start_step, atoms, stop, progress, echo) -> Ru
     from values every rank shares, so all ranks take the same branch."""
     total, chunk = config.total_steps, config.chunk
     dt_ps = config.protocol.timestep_fs / 1000.0
-    bonds = _bond_reference(atoms) if config.system.category == "molecule" else None
+    from lmpbench.analysis.geometry import bonds as bonds_of
+
+    bonds = bonds_of(atoms.get_chemical_symbols(), atoms.positions) if config.system.category == "molecule" else None
     last_checkpoint = time.monotonic()
     timed_steps, timed_seconds, first_chunk = 0, 0.0, True
     step = start_step

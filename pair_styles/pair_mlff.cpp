@@ -68,6 +68,8 @@ struct MLFFModel {
   std::vector<int64_t> types;
   std::vector<int> hops;                    // ghost layout: hops from the nearest local atom
   std::vector<double> cell_shifts;          // local layout: integer cell shift of each edge
+  torch::Tensor local_mask;                 // aoti ghost layout: 1 for local atoms, 0 for ghosts
+  int mask_nlocal = -1;
 };
 }    // namespace LAMMPS_NS
 
@@ -172,9 +174,13 @@ void PairMLFF::compute_ghost()
   torch::Tensor atom_energy, forces;
   try {
     if (model->format == MLFFModel::AOTI) {
-      auto local_mask = torch::zeros({nall}, torch::TensorOptions().dtype(model->dtype));
-      local_mask.narrow(0, 0, nlocal).fill_(1.0);
-      auto out = model->aoti->run({pos, edge_index, atom_types, local_mask.to(device)});
+      // rebuilt only when the atom counts change (after a neighbour-list rebuild at most)
+      if (!model->local_mask.defined() || model->local_mask.size(0) != nall || model->mask_nlocal != nlocal) {
+        model->local_mask = torch::zeros({nall}, torch::TensorOptions().dtype(model->dtype).device(device));
+        model->local_mask.narrow(0, 0, nlocal).fill_(1.0);
+        model->mask_nlocal = nlocal;
+      }
+      auto out = model->aoti->run({pos, edge_index, atom_types, model->local_mask});
       atom_energy = out.at(0);
       forces = out.at(1);
     } else {

@@ -28,6 +28,19 @@ def dihedral_deg(positions: np.ndarray, quads: np.ndarray) -> np.ndarray:
     return np.degrees(np.arctan2(y, x))
 
 
+def bonds(symbols: list[str], positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bonded pairs [2, B] (i < j, pairs within ASE's natural_cutoffs) and their lengths (Å)."""
+    from ase import Atoms
+    from ase.neighborlist import natural_cutoffs, neighbor_list
+
+    # a cell around the molecule: ASE's neighbour list misses pairs in a zero cell
+    extent = np.ptp(positions, axis=0).max() + 20.0
+    atoms = Atoms(symbols=symbols, positions=positions - positions.min(0) + 10.0, cell=np.eye(3) * extent, pbc=False)
+    i, j, d = neighbor_list("ijd", atoms, natural_cutoffs(atoms))
+    keep = i < j
+    return np.stack([i[keep], j[keep]]), d[keep]
+
+
 class BondStability:
     def __init__(self, symbols: list[str], max_deviation_A: float = 0.5, reference_lengths: np.ndarray | None = None):
         self.symbols, self.max_deviation_A = symbols, max_deviation_A
@@ -38,18 +51,9 @@ class BondStability:
 
     def accumulate(self, frame: Frame) -> "BondStability":
         if self.pairs is None:
-            from ase import Atoms
-            from ase.neighborlist import natural_cutoffs, neighbor_list
-
-            # a cell around the molecule: ASE's neighbour list misses pairs in a zero cell
-            extent = np.ptp(frame.positions, axis=0).max() + 20.0
-            atoms = Atoms(symbols=self.symbols, positions=frame.positions - frame.positions.min(0) + 10.0,
-                          cell=np.eye(3) * extent, pbc=False)
-            i, j, d = neighbor_list("ijd", atoms, natural_cutoffs(atoms))
-            keep = i < j
-            self.pairs = np.stack([i[keep], j[keep]])
+            self.pairs, lengths = bonds(self.symbols, frame.positions)
             if self.reference_lengths is None:
-                self.reference_lengths = d[keep]
+                self.reference_lengths = lengths
         lengths = np.linalg.norm(frame.positions[self.pairs[1]] - frame.positions[self.pairs[0]], axis=1)
         if self.first_unstable_step is None and np.abs(lengths - self.reference_lengths).max() > self.max_deviation_A:
             self.first_unstable_step = frame.step

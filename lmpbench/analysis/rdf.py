@@ -34,18 +34,34 @@ def _smallest_width(cell: np.ndarray) -> float:
     return min(volume / np.linalg.norm(np.cross(cell[(k + 1) % 3], cell[(k + 2) % 3])) for k in range(3))
 
 
-class RDF:
+class _Histogram:
+    """Distance counts in equal bins on (0, r_max], accumulated frame by frame."""
+
+    def __init__(self, r_max: float, bins: int):
+        self.edges = np.linspace(0.0, r_max, bins + 1)
+        self._counts = np.zeros(bins)
+        self.frames = 0
+
+    @property
+    def r(self) -> np.ndarray:
+        """Bin centres (Å)."""
+        return 0.5 * (self.edges[1:] + self.edges[:-1])
+
+    def _require_frames(self) -> None:
+        if self.frames == 0:
+            raise RuntimeError(f"{type(self).__name__} has seen no frame: call accumulate() first")
+
+
+class RDF(_Histogram):
     """Partial RDF between atoms of types ``a`` and ``b`` (LAMMPS type numbers; None = all)."""
 
     def __init__(self, r_max: float = 6.0, bins: int = 500, a: int | None = None, b: int | None = None,
                  normalization: str = "paper"):
         if normalization not in NORMALIZATIONS:
             raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
-        self.r_max, self.bins, self.a, self.b, self.normalization = r_max, bins, a, b, normalization
-        self.edges = np.linspace(0.0, r_max, bins + 1)
-        self._counts = np.zeros(bins)
+        super().__init__(r_max, bins)
+        self.r_max, self.a, self.b, self.normalization = r_max, a, b, normalization
         self._density_sum = 0.0  # sum over frames of rho_AB
-        self.frames = 0
 
     def accumulate(self, frame: Frame) -> "RDF":
         if self.r_max > _smallest_width(frame.cell) / 2 + 1e-9:
@@ -65,24 +81,17 @@ class RDF:
         return self
 
     @property
-    def r(self) -> np.ndarray:
-        return 0.5 * (self.edges[1:] + self.edges[:-1])
-
-    @property
     def g(self) -> np.ndarray:
-        if self.frames == 0:
-            raise RuntimeError("RDF has seen no frame: call accumulate() first")
+        self._require_frames()
         shell = 4.0 / 3.0 * np.pi * (self.edges[1:] ** 3 - self.edges[:-1] ** 3)
         return self._counts / (self._density_sum * shell)
 
 
-class DistanceHistogram:
+class DistanceHistogram(_Histogram):
     """h(r): density-normalised histogram of all interatomic distances (no images)."""
 
     def __init__(self, r_max: float = 10.0, bins: int = 500):
-        self.edges = np.linspace(0.0, r_max, bins + 1)
-        self._counts = np.zeros(bins)
-        self.frames = 0
+        super().__init__(r_max, bins)
 
     def accumulate(self, frame: Frame) -> "DistanceHistogram":
         from scipy.spatial.distance import pdist
@@ -92,11 +101,6 @@ class DistanceHistogram:
         return self
 
     @property
-    def r(self) -> np.ndarray:
-        return 0.5 * (self.edges[1:] + self.edges[:-1])
-
-    @property
     def h(self) -> np.ndarray:
-        if self.frames == 0:
-            raise RuntimeError("DistanceHistogram has seen no frame: call accumulate() first")
+        self._require_frames()
         return self._counts / (self._counts.sum() * np.diff(self.edges))

@@ -221,8 +221,13 @@ def _free_energy(run_dir, reference, result, curves):
             for axis in ("phi", "psi")}
 
 
+def energy_drift_ev_atom_ps(time_ps: np.ndarray, etotal_eV: np.ndarray, natoms: int) -> float:
+    """Least-squares slope of the total energy per atom against time (eV/atom/ps)."""
+    return float(np.polyfit(time_ps, np.asarray(etotal_eV) / natoms, 1)[0])
+
+
 def _energy_drift(run_dir, manifest, result):
     rows = np.loadtxt(run_dir / "thermo.dat", comments="#", ndmin=2)
-    slope = np.polyfit(rows[:, 1], rows[:, 5] / manifest["natoms"], 1)[0]
-    result["metrics"]["energy_drift"] = {"value": float(slope), "unit": "eV/atom/ps",
+    slope = energy_drift_ev_atom_ps(rows[:, 1], rows[:, 5], manifest["natoms"])
+    result["metrics"]["energy_drift"] = {"value": slope, "unit": "eV/atom/ps",
                                          "definition": "least-squares slope of the total energy per atom (NVE)"}
