@@ -120,26 +120,71 @@ def test_rdf_pair_counts_equal_ase_neighbour_list(lj_run):
         np.testing.assert_array_equal(rdf._counts, np.histogram(d[keep], bins=rdf.edges)[0])
 
 
+@pytest.mark.parametrize("cell, pbc", [
+    (np.diag([8.0, 9.0, 10.0]), (True, True, True)),
+    ([[7.0, 0, 0], [3.2, 6.5, 0], [-2.9, 2.4, 7.5]], (True, True, True)),  # strongly skewed, two cells a side
+    ([[7.0, 0, 0], [3.2, 6.5, 0], [-2.9, 2.4, 7.5]], (True, False, True)),  # atoms outside the open direction
+    (np.diag([12.0, 12.0, 12.0]), (False, False, False)),
+], ids=["orthorhombic", "skewed", "skewed-open-y", "open"])
+def test_pair_counts_equal_ase_at_half_the_smallest_width(cell, pbc):
+    """r_max at half the smallest width (the largest allowed), where a cell list has two cells a
+    side and every image matters: every type pair's histogram equals ASE's neighbour list."""
+    from ase.neighborlist import primitive_neighbor_list
+
+    from lmpbench.analysis.pairs import pair_counts, smallest_width
+
+    rng = np.random.default_rng(7)
+    cell = np.array(cell, float)
+    n = 150
+    positions = rng.uniform(-0.3, 1.3, size=(n, 3)) @ cell
+    types = rng.integers(1, 4, size=n)
+    r_max = smallest_width(cell) / 2 if any(pbc) else 5.0
+    frame = Frame(0, cell, np.zeros(3), np.arange(1, n + 1), types, positions, False, pbc, {})
+    counts = pair_counts(frame, r_max, 50)
+    i, j, d = primitive_neighbor_list("ijd", pbc, cell, positions, r_max, self_interaction=False)
+    assert counts.sum() == len(d) > 0
+    for a in (1, 2, 3):
+        for b in (1, 2, 3):
+            keep = (types[i] == a) & (types[j] == b)
+            np.testing.assert_array_equal(counts[a, b], np.bincount((d[keep] * (50 / r_max)).astype(int), minlength=50)[:50])
+
+
 def test_msd_from_origin_equals_lammps_compute_msd(lj_run):
-    """Lag k from the first origin only, against compute msd com yes."""
+    """On frames 0..k the lag k has one time origin, the first: LAMMPS's compute msd com yes."""
     lammps = np.loadtxt(lj_run / "msd.dat", comments="#")
-    msd = MSD(remove_com=True)
-    for frame in TrajectoryReader(lj_run / "traj.dump"):
-        msd.accumulate(frame)
-    x = np.stack(msd._positions)
-    from_origin = ((x - x[0]) ** 2).sum(2).mean(1)
     steps = dict(zip(lammps[:, 0].astype(int), lammps[:, 1]))
-    np.testing.assert_allclose(from_origin[1:], [steps[s] for s in msd.steps[1:]], rtol=1e-7)
+    for k in range(1, 21):
+        msd = MSD(remove_com=True, max_lag=None if k % 2 else k)
+        for frame in TrajectoryReader(lj_run / "traj.dump", stop=k + 1):
+            msd.accumulate(frame)
+        assert msd.msd_A2()[k] == pytest.approx(steps[msd.last_step], rel=1e-7)
 
 
-def test_msd_all_origins_equals_a_plain_loop():
-    rng = np.random.default_rng(3)
-    msd = MSD(remove_com=False)
-    walk = np.cumsum(rng.normal(size=(40, 7, 3)), axis=0)
+@pytest.mark.parametrize("frames, max_lag", [(40, None), (40, 5), (700, 300), (700, 10), (3, 2), (512, 256), (513, 256),
+                                             (1000, 999)])
+def test_msd_all_origins_equals_a_plain_loop(frames, max_lag):
+    """Streaming in blocks (max_lag) or whole: every lag against the definition, per atom."""
+    rng = np.random.default_rng(frames)
+    msd = MSD(remove_com=False, max_lag=max_lag)
+    walk = np.cumsum(rng.normal(size=(frames, 7, 3)), axis=0)
     for k, x in enumerate(walk):
         msd.accumulate(_frame(k, x))
-    plain = [np.mean([((walk[t + lag] - walk[t]) ** 2).sum(1).mean() for t in range(40 - lag)]) for lag in range(40)]
-    np.testing.assert_allclose(msd.msd_A2(), plain, rtol=1e-10, atol=1e-10)
+    lags = frames if max_lag is None else max_lag + 1
+    plain = np.array([((walk[lag:] - walk[:frames - lag]) ** 2).sum(2).mean(0) for lag in range(lags)])
+    np.testing.assert_allclose(msd.per_atom_msd(), plain, rtol=1e-10, atol=1e-10 * plain.max())
+
+
+def test_msd_memory_does_not_grow_with_the_trajectory():
+    """With max_lag, what the object holds is bounded by two blocks, however many frames pass."""
+    msd = MSD(remove_com=False, max_lag=10)
+    rng = np.random.default_rng(0)
+    x = np.zeros((5, 3))
+    held = []
+    for k in range(3000):
+        x = x + rng.normal(size=(5, 3))
+        msd.accumulate(_frame(k, x))
+        held.append(len(msd._current) + (0 if msd._previous is None else len(msd._previous)) + len(msd._d_head))
+    assert max(held) <= 2 * msd.block_frames + 11 and msd.frames == 3000
 
 
 def test_random_walk_diffusivity_is_recovered():
@@ -193,22 +238,62 @@ def test_distance_histogram_is_normalised():
 
 def test_truncated_gzip_and_corrupt_dumps(lj_run, tmp_path):
     text = (lj_run / "traj.dump").read_text()
+    whole = list(TrajectoryReader(lj_run / "traj.dump"))
     with gzip.open(tmp_path / "traj.dump.gz", "wt") as f:
         f.write(text)
-    assert len(list(TrajectoryReader(tmp_path / "traj.dump.gz"))) == 21
-    (tmp_path / "cut.dump").write_text(text[: len(text) - 200])
-    reader = TrajectoryReader(tmp_path / "cut.dump")
-    frames = list(reader)
-    assert len(frames) == 20 and "step 1000 is truncated" in reader.truncated
+    assert [f.step for f in TrajectoryReader(tmp_path / "traj.dump.gz")] == [f.step for f in whole]
+    # cut while written: inside the last frame's atom lines, inside its last number (which still
+    # parses), before its final newline; and a gzip stream that ends early
+    last_line = text[text.rstrip("\n").rfind("\n") + 1:]
+    for name, cut in [("lines.dump", text[:-200]), ("number.dump", text[:-len(last_line) + 12]), ("newline.dump", text[:-1])]:
+        (tmp_path / name).write_text(cut)
+        reader = TrajectoryReader(tmp_path / name)
+        frames = list(reader)
+        assert [f.step for f in frames] == [f.step for f in whole[:-1]], name
+        assert "step 1000 is truncated" in reader.truncated, name
+        np.testing.assert_array_equal(frames[-1].positions, whole[-2].positions)
+    compressed = gzip.compress(text.encode())
+    (tmp_path / "cut.dump.gz").write_bytes(compressed[: len(compressed) - 50])
+    reader = TrajectoryReader(tmp_path / "cut.dump.gz")
+    assert len(list(reader)) == 20 and "step 1000 is truncated" in reader.truncated
     lines = text.splitlines(keepends=True)
-    lines[15] = "this is not a number at all\n"
-    (tmp_path / "bad.dump").write_text("".join(lines))
-    with pytest.raises(TrajectoryError, match=r"bad\.dump: frame at step 0 has malformed atom lines"):
-        list(TrajectoryReader(tmp_path / "bad.dump"))
+    natoms = int(lines[3])
+    for frame_index in (0, 2):
+        bad = list(lines)
+        bad[frame_index * (natoms + 9) + 15] = "this is not a number at all\n"
+        (tmp_path / "bad.dump").write_text("".join(bad))
+        expected = r"bad\.dump: cannot read its first frame" if frame_index == 0 else r"bad\.dump: frame 2 is malformed"
+        with pytest.raises(TrajectoryError, match=expected):
+            list(TrajectoryReader(tmp_path / "bad.dump"))
     (tmp_path / "junk.dump").write_text("hello\n")
     with pytest.raises(TrajectoryError, match="does not start with 'ITEM: TIMESTEP'"):
         list(TrajectoryReader(tmp_path / "junk.dump"))
     shutil.rmtree(tmp_path)
+
+
+def test_binary_dump_equals_text_dump(tmp_path):
+    """LAMMPS writes the same trajectory as text (positions to full precision) and binary; both read alike."""
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        lmp = open_lammps()
+        lmp.commands_string(LJ_DECK.format(xy=1.5).replace("run 1000", """
+            dump text all custom 100 t.dump id type x y z ix iy iz
+            dump_modify text format float %.17g
+            dump binary all custom 100 t.bin id type x y z ix iy iz
+            run 300"""))
+        lmp.close()
+    finally:
+        os.chdir(cwd)
+    text, binary = list(TrajectoryReader(tmp_path / "t.dump")), list(TrajectoryReader(tmp_path / "t.bin"))
+    assert [f.step for f in text] == [f.step for f in binary] == [0, 100, 200, 300]
+    for a, b in zip(text, binary):
+        np.testing.assert_allclose(a.positions, b.positions, atol=1e-12)  # box bounds are printed to 16 digits
+        np.testing.assert_array_equal(a.types, b.types)
+        np.testing.assert_allclose(a.cell, b.cell, rtol=1e-15)
+        assert a.unwrapped and b.unwrapped
 
 
 def _frame(step, positions, pbc=False):

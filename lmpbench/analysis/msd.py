@@ -4,7 +4,16 @@ MSD(tau) = < |r_i(t + tau) - r_i(t)|^2 >, averaged over the selected atoms and o
 time origin t (F - lag origins for a lag of ``lag`` frames; the reference code's origin
 count is off by one, this one is not), from unwrapped positions with the selection's centre
 of mass removed per frame (equal masses assumed: the benchmark selects one species).
-Computed with the FFT algorithm (Calandrini et al.), exact.
+
+Exact and streaming: with x(t) the positions and d(t) = |x(t)|^2, per atom
+    MSD(m) = [S1(m) - 2 S2(m)] / (F - m),  S1(m) = sum_{t<F-m} d(t) + sum_{t>=m} d(t),
+    S2(m) = sum_{t<F-m} x(t) . x(t+m).
+S1 needs only the totals and the first and last ``max_lag`` values of d. S2 is accumulated
+block by block: frames come in blocks of B >= max_lag, and a block's products reach at most
+into the next block, so block k is correlated (by FFT, zero-padded: no wrap-around) with
+blocks k and k+1 as soon as k+1 is complete. Memory is two blocks, O(max_lag x atoms),
+whatever the trajectory's length. Without ``max_lag`` every lag is computed and the whole
+trajectory is one block.
 
 The paper's diffusivity: D(tau) = MSD(tau) / (6 tau) at a fixed lag. The fitted one: per
 atom, the slope of a least-squares line through its MSD over a lag window, divided by 6;
@@ -19,45 +28,99 @@ import numpy as np
 from lmpbench.analysis.trajectory import Frame
 
 A2_PER_PS_TO_1E9_M2_S = 0.1  # 1 Å^2/ps = 1e-8 m^2/s = 10 x 1e-9 m^2/s -> divide by 10
+MIN_BLOCK_FRAMES = 256  # a longer block than max_lag costs memory but fewer, larger FFTs
+
+
+def _correlation(a: np.ndarray, y: np.ndarray, lags: int) -> np.ndarray:
+    """sum_t a(t) . y(t + m) for m < lags, per atom: a [Ta, N, 3], y [Ty, N, 3] -> [lags, N]."""
+    n_fft = len(a) + max(len(y), lags)  # zero padding: no product wraps around
+    fa = np.fft.rfft(a, n=n_fft, axis=0)
+    fy = np.fft.rfft(y, n=n_fft, axis=0)
+    return np.fft.irfft((fa.conj() * fy).sum(axis=2), n=n_fft, axis=0)[:lags]
 
 
 class MSD:
-    """Collect unwrapped positions of atoms of ``atom_type`` (None = all), then ``msd_A2``."""
+    """Stream unwrapped positions of atoms of ``atom_type`` (None = all), then ``msd_A2``.
 
-    def __init__(self, atom_type: int | None = None, remove_com: bool = True):
-        self.atom_type, self.remove_com = atom_type, remove_com
-        self._positions: list[np.ndarray] = []
-        self.steps: list[int] = []
+    ``max_lag`` (frames) bounds the lags computed and the memory used; None computes every lag
+    and holds the whole trajectory of the selected atoms.
+    """
+
+    def __init__(self, atom_type: int | None = None, remove_com: bool = True, max_lag: int | None = None):
+        self.atom_type, self.remove_com, self.max_lag = atom_type, remove_com, max_lag
+        self.block_frames = None if max_lag is None else max(max_lag, MIN_BLOCK_FRAMES)
+        self.frames = 0
+        self.first_step: int | None = None
+        self.last_step: int | None = None
+        self._current: list[np.ndarray] = []  # frames of the block being filled
+        self._previous: np.ndarray | None = None  # the last complete block, not yet correlated with its successor
+        self._s2 = None  # [lags, N] sum of x(t).x(t+m) over the blocks done
+        self._d_total = None  # [N] sum of d(t) over all frames
+        self._d_head: list[np.ndarray] = []  # d(t) of the first lags frames
+        self._result = None
 
     def accumulate(self, frame: Frame) -> "MSD":
         if not frame.unwrapped and any(frame.pbc):
             raise ValueError(f"MSD needs unwrapped positions (image flags or xu yu zu) at step {frame.step}")
         x = frame.positions if self.atom_type is None else frame.positions[frame.types == self.atom_type]
-        if self._positions and len(x) != len(self._positions[0]):
+        if self._d_total is not None and len(x) != len(self._d_total):
             raise ValueError(f"the number of selected atoms changed at step {frame.step}")
-        self._positions.append(x - x.mean(axis=0) if self.remove_com else x.copy())
-        self.steps.append(frame.step)
+        x = x - x.mean(axis=0) if self.remove_com else x.copy()
+        d = (x * x).sum(axis=1)
+        if self._d_total is None:
+            self._d_total = np.zeros(len(x))
+            self.first_step = frame.step
+        self._d_total += d
+        if self.max_lag is None or len(self._d_head) <= self.max_lag:
+            self._d_head.append(d)
+        self._current.append(x)
+        self.frames += 1
+        self.last_step = frame.step
+        self._result = None
+        if self.block_frames is not None and len(self._current) == self.block_frames:
+            block = np.stack(self._current)
+            self._current = []
+            if self._previous is not None:
+                self._add(self._correlate_block(self._previous, block))
+            self._previous = block
         return self
 
+    @property
+    def lags(self) -> int:
+        """Number of lags computed: 0 .. lags - 1 frames."""
+        return self.frames if self.max_lag is None else min(self.max_lag + 1, self.frames)
+
+    def _correlate_block(self, block: np.ndarray, following: np.ndarray | None) -> np.ndarray:
+        y = block if following is None else np.concatenate([block, following])
+        lags = len(block) if self.max_lag is None else self.max_lag + 1
+        return _correlation(block, y, lags)
+
+    def _add(self, s2: np.ndarray) -> None:
+        self._s2 = s2 if self._s2 is None else self._s2 + s2
+
     def per_atom_msd(self) -> np.ndarray:
-        """[lags, atoms] MSD for every lag 0..F-1, averaged over all time origins."""
-        if len(self._positions) < 2:
+        """[lags, atoms] MSD for lags 0 .. ``lags`` - 1, averaged over all time origins."""
+        if self.frames < 2:
             raise RuntimeError("MSD needs at least two frames")
-        x = np.stack(self._positions)  # [F, N, 3]
-        nframes = x.shape[0]
-        # MSD(m) = S1(m) - 2 S2(m); S2 the autocorrelation by FFT, S1 from running sums
-        d = (x**2).sum(axis=2)  # [F, N]
-        d = np.concatenate([d, np.zeros((1, d.shape[1]))])
-        total = 2 * d.sum(axis=0)
-        s1 = np.empty((nframes, x.shape[1]))
-        for m in range(nframes):
-            total = total - d[m - 1] - d[nframes - m]
-            s1[m] = total / (nframes - m)
-        n_fft = 2 * nframes
-        f = np.fft.rfft(x, n=n_fft, axis=0)
-        acf = np.fft.irfft(f * f.conj(), n=n_fft, axis=0)[:nframes].sum(axis=2)
-        s2 = acf / (nframes - np.arange(nframes))[:, None]
-        return s1 - 2 * s2
+        if self._result is not None:
+            return self._result
+        lags = self.lags
+        s2 = np.zeros((lags, len(self._d_total))) if self._s2 is None else self._s2[:lags].copy()
+        # the blocks not yet correlated: the last complete one with the partial one, then the partial one
+        current = np.stack(self._current) if self._current else None
+        if self._previous is not None:
+            s2 += self._correlate_block(self._previous, current)[:lags]
+        if current is not None:
+            s2 += self._correlate_block(current, None)[:lags]
+        # S1(m) = (total - last m values) + (total - first m values); the last m from the block(s) held
+        head = np.cumsum(np.concatenate([np.zeros((1, len(self._d_total))), np.stack(self._d_head[:lags])]), axis=0)
+        held = [b for b in (self._previous, current) if b is not None]
+        tail_d = (np.concatenate(held) ** 2).sum(axis=2)[::-1]  # d(F-1), d(F-2), ...
+        tail = np.cumsum(np.concatenate([np.zeros((1, tail_d.shape[1])), tail_d[:lags]]), axis=0)
+        s1 = 2 * self._d_total - head[:lags] - tail[:lags]
+        origins = (self.frames - np.arange(lags))[:, None]
+        self._result = (s1 - 2 * s2) / origins
+        return self._result
 
     def msd_A2(self) -> np.ndarray:
         return self.per_atom_msd().mean(axis=1)
@@ -66,7 +129,7 @@ class MSD:
         """The paper's D(tau) = MSD(tau) / (6 tau), in Å^2/ps."""
         msd = self.msd_A2()
         if not 0 < lag_frames < len(msd):
-            raise ValueError(f"lag of {lag_frames} frames outside the trajectory's 1..{len(msd) - 1}")
+            raise ValueError(f"lag of {lag_frames} frames outside the 1..{len(msd) - 1} computed")
         return float(msd[lag_frames] / (6.0 * lag_frames * frame_dt_ps))
 
     def fitted_diffusivity(self, first_lag: int, last_lag: int, frame_dt_ps: float) -> tuple[float, float]:

@@ -7,7 +7,8 @@ summed over F frames. Paper parity (``normalization="paper"``): rho_AB = N_A N_B
 all N*N pair entries per frame, as freud and ovito normalise. Variant ``"n_n_minus_1"``:
 rho_AA = N_A (N_A - 1) / V for A == B (MDAnalysis's exclusion convention); labelled in the
 results. Distances in Å, 500 bins on (0, r_max] by default; r_max may not exceed half the
-cell's smallest width (beyond it the minimum image is not unique).
+cell's smallest width (beyond it the minimum image is not unique). The pair counts come from
+``pairs.pair_counts``, one cell-list pass per frame shared by all partial RDFs of the frame.
 
 ``DistanceHistogram`` (molecules; the benchmark's h(r) for MD17): all interatomic distances
 of each frame, no periodic images, density-normalised histogram (integral 1), 500 bins on
@@ -17,8 +18,8 @@ of each frame, no periodic images, density-normalised histogram (integral 1), 50
 from __future__ import annotations
 
 import numpy as np
-from matscipy.neighbours import neighbour_list
 
+from lmpbench.analysis.pairs import pair_counts
 from lmpbench.analysis.trajectory import Frame
 
 NORMALIZATIONS = ("paper", "n_n_minus_1")
@@ -27,11 +28,6 @@ NORMALIZATIONS = ("paper", "n_n_minus_1")
 def mae(x: np.ndarray, y: np.ndarray, factor: float) -> float:
     """The benchmark's curve error: mean(|x - y|) * factor (an L1 integral over the axis)."""
     return float(np.mean(np.abs(np.asarray(x) - np.asarray(y))) * factor)
-
-
-def _smallest_width(cell: np.ndarray) -> float:
-    volume = abs(np.linalg.det(cell))
-    return min(volume / np.linalg.norm(np.cross(cell[(k + 1) % 3], cell[(k + 2) % 3])) for k in range(3))
 
 
 class _Histogram:
@@ -64,16 +60,12 @@ class RDF(_Histogram):
         self._density_sum = 0.0  # sum over frames of rho_AB
 
     def accumulate(self, frame: Frame) -> "RDF":
-        if self.r_max > _smallest_width(frame.cell) / 2 + 1e-9:
-            raise ValueError(f"RDF r_max {self.r_max} Å exceeds half the cell's smallest width "
-                             f"({_smallest_width(frame.cell) / 2:.3f} Å) at step {frame.step}")
-        in_a = np.ones(len(frame.types), bool) if self.a is None else frame.types == self.a
-        in_b = np.ones(len(frame.types), bool) if self.b is None else frame.types == self.b
-        i, j, d = neighbour_list("ijd", positions=frame.positions - frame.origin, cell=frame.cell,
-                                 pbc=np.array(frame.pbc), cutoff=self.r_max)
-        keep = in_a[i] & in_b[j]
-        self._counts += np.histogram(d[keep], bins=self.edges)[0]
-        n_a, n_b = int(in_a.sum()), int(in_b.sum())
+        counts = pair_counts(frame, self.r_max, len(self._counts))
+        if max(self.a or 0, self.b or 0) < len(counts):  # else a type absent from the frame: no pairs
+            selected = counts[slice(None) if self.a is None else self.a, slice(None) if self.b is None else self.b]
+            self._counts += selected.reshape(-1, selected.shape[-1]).sum(axis=0)
+        n_a = len(frame.types) if self.a is None else int(np.count_nonzero(frame.types == self.a))
+        n_b = len(frame.types) if self.b is None else int(np.count_nonzero(frame.types == self.b))
         same = self.a == self.b
         pairs = n_a * (n_b - 1) if (same and self.normalization == "n_n_minus_1") else n_a * n_b
         self._density_sum += pairs / frame.volume

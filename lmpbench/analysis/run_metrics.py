@@ -159,13 +159,11 @@ def _periodic(run_dir, reference, settings, manifest, frame_dt_ps, result, curve
 def _diffusivity(run_dir, manifest, settings, frame_dt_ps, stable_ps):
     if stable_ps < settings.min_stable_ps:
         return {"value": None, "reason": f"needs at least {settings.min_stable_ps} ps stable, has {stable_ps:g} ps"}
-    msd = MSD(atom_type=_type_of(manifest, settings.diffusing))
-    skip = round(settings.skip_ps / frame_dt_ps)
-    last = skip + round(stable_ps / frame_dt_ps)
-    for k, frame in enumerate(TrajectoryReader(run_dir / "traj.dump")):
-        if skip <= k <= last:
-            msd.accumulate(frame)
     lag = round(settings.lag_ps / frame_dt_ps)
+    msd = MSD(atom_type=_type_of(manifest, settings.diffusing), max_lag=lag)  # memory O(lag), not O(run)
+    skip = round(settings.skip_ps / frame_dt_ps)
+    for frame in TrajectoryReader(run_dir / "traj.dump", start=skip, stop=round(stable_ps / frame_dt_ps) + 1):
+        msd.accumulate(frame)
     d = msd.diffusivity_at(lag, frame_dt_ps)
     fit, err = msd.fitted_diffusivity(max(1, lag // 4), lag, frame_dt_ps)
     return {"value": d * A2_PER_PS_TO_1E9_M2_S, "unit": "1e-9 m^2/s", "species": settings.diffusing,

@@ -1,16 +1,25 @@
-"""Streaming readers of LAMMPS text dumps (plain or gzip), one frame at a time.
+"""Streaming readers of trajectories, one frame at a time.
 
-A frame holds the timestep, the cell (rows a, b, c, LAMMPS's lower-triangular form), the
-box origin, atom IDs, types and positions, sorted by ID. Positions are unwrapped when the
-dump has image flags (``ix iy iz``) or unwrapped columns (``xu yu zu``). A truncated last
-frame is reported (``TrajectoryReader.truncated``) and not returned; a malformed frame
-elsewhere raises ``TrajectoryError`` naming the file and the frame's timestep.
+``TrajectoryReader`` reads LAMMPS dumps (text, gzip-compressed text, or binary) through
+ovito's file reader (compiled, about 3 ms per 20,000-atom frame; frames are located once,
+then read on demand, so memory does not grow with the trajectory). A frame holds the
+timestep, the cell (rows a, b, c, LAMMPS's lower-triangular form), the box origin, atom IDs,
+types and positions, sorted by ID. Positions are unwrapped when the dump has image flags
+(``ix iy iz``) or unwrapped columns (``xu yu zu``).
+
+A truncated last frame is reported (``TrajectoryReader.truncated``) and not returned, never
+misread: LAMMPS ends every line with a newline, so a text dump whose last frame lacks atom
+lines or its final newline was cut while written (checked here on the last frame itself,
+since a number cut short still parses). A malformed frame elsewhere raises
+``TrajectoryError`` naming the file and the frame.
 """
 
 from __future__ import annotations
 
 import gzip
-from dataclasses import dataclass
+import os
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -32,6 +41,7 @@ class Frame:
     unwrapped: bool
     pbc: tuple[bool, bool, bool]
     extra: dict  # any other per-atom column, by name
+    cache: dict = field(default_factory=dict, repr=False)  # per-frame results shared by compute objects
 
     @property
     def volume(self) -> float:
@@ -53,6 +63,34 @@ def _cell(bounds: list[list[float]], tilted: bool) -> tuple[np.ndarray, np.ndarr
     return cell, np.array([xlo, ylo, zlo])
 
 
+_WRAPPED, _IMAGES, _UNWRAPPED = ("x", "y", "z"), ("ix", "iy", "iz"), ("xu", "yu", "zu")
+_OVITO_NAMES = {"id": "Particle Identifier", "type": "Particle Type", **{f"i{a}": f"Periodic Image.{a.upper()}" for a in "xyz"}}
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def _text_tail(path: Path, size: int) -> tuple[bytes, bool]:
+    """At least the last ``size`` bytes of the (decompressed) file, and whether a gzip stream ended early."""
+    if not _is_gzip(path):
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - size))
+            return f.read(), False
+    tail = b""
+    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            tail = (tail + decompressor.decompress(chunk))[-size:]
+    return tail, not decompressor.eof
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 class TrajectoryReader:
     """``for frame in TrajectoryReader(path, start, stop, step)``: frames in file order."""
 
@@ -62,85 +100,129 @@ class TrajectoryReader:
             raise TrajectoryError(f"trajectory {self.path} does not exist")
         self.start, self.stop, self.step = start, stop, step
         self.truncated: str | None = None  # why the last frame was dropped, when it was
+        self._pipeline = None
+        self._frames = 0
+        self._unwrapped_columns = False  # positions read from xu yu zu
 
-    def _open(self):
-        with open(self.path, "rb") as f:
-            gz = f.read(2) == b"\x1f\x8b"
-        return gzip.open(self.path, "rt") if gz else open(self.path)
+    def _head(self) -> bytes:
+        opener = gzip.open if _is_gzip(self.path) else open
+        try:
+            with opener(self.path, "rb") as f:
+                return f.read(1 << 16)
+        except (OSError, EOFError) as err:
+            raise TrajectoryError(f"{self.path}: cannot read: {err}") from None
+
+    def _open(self) -> None:
+        """Locate the frames once (ovito scans the file) and check the last one ourselves."""
+        from ovito.io import import_file
+
+        head = self._head()
+        binary = not head.startswith(b"ITEM: TIMESTEP")
+        if binary and (not head or b"\n" in head[:64] and head[:64].isascii()):
+            first = head.split(b"\n")[0].decode(errors="replace").strip()[:40]
+            raise TrajectoryError(f"{self.path}: frame 0 does not start with 'ITEM: TIMESTEP' (found {first!r})")
+        try:
+            if binary:
+                self._pipeline = import_file(str(self.path), input_format="lammps/dump/bin")
+            else:
+                self._pipeline = import_file(str(self.path), input_format="lammps/dump", columns=self._columns(head))
+        except Exception as err:  # ovito raises RuntimeError for any file it cannot parse (it reads frame 0 here)
+            raise TrajectoryError(f"{self.path}: cannot read its first frame: {_first_line(err)}") from None
+        self._frames = self._pipeline.source.num_frames
+        if not binary:
+            self._check_last_frame(head)
+
+    def _columns(self, head: bytes) -> list[str]:
+        """Dump columns -> ovito property names; positions from x y z (plus images) or xu yu zu."""
+        for line in head.decode(errors="replace").splitlines():
+            if line.startswith("ITEM: ATOMS"):
+                columns = line.split()[2:]
+                break
+        else:
+            raise TrajectoryError(f"{self.path}: no 'ITEM: ATOMS' line in the first frame")
+        for needed in ("id", "type"):
+            if needed not in columns:
+                raise TrajectoryError(f"{self.path}: dump has no '{needed}' column")
+        position = _WRAPPED if set(_WRAPPED) <= set(columns) else _UNWRAPPED
+        if not set(position) <= set(columns):
+            raise TrajectoryError(f"{self.path}: dump has no x y z or xu yu zu columns")
+        names = {**_OVITO_NAMES, **{c: f"Position.{a}" for c, a in zip(position, "XYZ")}}
+        if position == _UNWRAPPED:  # image flags beside unwrapped positions are not applied twice
+            names = {k: v for k, v in names.items() if k not in _IMAGES}
+        self._unwrapped_columns = position == _UNWRAPPED
+        return [names.get(c, c) for c in columns]
+
+    def _check_last_frame(self, head: bytes) -> None:
+        lines = head.split(b"\n")
+        try:
+            natoms = int(lines[3])
+        except (IndexError, ValueError):
+            natoms = 0
+        longest = max((len(ln) for ln in lines[9:-1]), default=80)
+        size = natoms * (2 * longest + 8) + 4096  # more than one frame
+        while True:
+            tail, gzip_cut = _text_tail(self.path, size)
+            start = tail.rfind(b"ITEM: TIMESTEP")
+            if start >= 0 or len(tail) < size:
+                break
+            size *= 4
+        if start < 0:
+            raise TrajectoryError(f"{self.path}: no 'ITEM: TIMESTEP' in its last part")
+        lines = tail[start:].decode(errors="replace").split("\n")
+        try:
+            step = int(lines[1])
+            natoms = int(lines[3])
+            complete = len(lines) == 9 + natoms + 1 and lines[-1] == "" and all(lines[9:-1]) and not gzip_cut
+        except (IndexError, ValueError):
+            step, complete = None, False
+        if complete:
+            return
+        present = sum(1 for ln in lines[9:] if ln.strip())
+        where = "an incomplete header" if step is None else f"step {step} is truncated ({present} of {natoms} atom lines, the last one possibly cut)"
+        self.truncated = f"{self.path}: last frame {where}; ignored"
+        if self._frames:
+            last = self._timestep(self._frames - 1)
+            if last is None or last == step:
+                self._frames -= 1  # ovito kept it (a number cut short still parses): drop it
+
+    def _timestep(self, index: int) -> int | None:
+        try:
+            return int(self._pipeline.source.compute(index).attributes["Timestep"])
+        except Exception:  # an unparsable frame
+            return None
+
+    def __len__(self) -> int:
+        if self._pipeline is None:
+            self._open()
+        return len(range(self._frames)[self.start:self.stop:self.step])
 
     def __iter__(self) -> Iterator[Frame]:
-        index = 0
-        with self._open() as f:
-            while True:
-                try:
-                    frame = self._read_frame(f, index)
-                except EOFError as why:
-                    if str(why):
-                        self.truncated = f"{self.path}: last frame {why}; ignored"
-                    return
-                if frame is None:
-                    return
-                if index >= self.start and (self.stop is None or index < self.stop) and (index - self.start) % self.step == 0:
-                    yield frame
-                index += 1
-                if self.stop is not None and index >= self.stop:
-                    return
+        if self._pipeline is None:
+            self._open()
+        for index in range(self._frames)[self.start:self.stop:self.step]:
+            try:
+                data = self._pipeline.source.compute(index)
+            except Exception as err:
+                raise TrajectoryError(f"{self.path}: frame {index} is malformed: {_first_line(err)}") from None
+            yield self._frame(data)
 
-    def _read_frame(self, f, index: int) -> Frame | None:
-        line = f.readline()
-        if not line:
-            return None
-        if not line.startswith("ITEM: TIMESTEP"):
-            raise TrajectoryError(f"{self.path}: frame {index} does not start with 'ITEM: TIMESTEP' (found {line.strip()[:40]!r})")
-        try:
-            step = int(f.readline())
-            assert f.readline().startswith("ITEM: NUMBER OF ATOMS")
-            natoms = int(f.readline())
-            header = f.readline()
-            assert header.startswith("ITEM: BOX BOUNDS")
-            bounds = [[float(v) for v in f.readline().split()] for _ in range(3)]
-            atoms_header = f.readline()
-            assert atoms_header.startswith("ITEM: ATOMS")
-        except (ValueError, AssertionError, IndexError):
-            raise EOFError(f"(frame {index}) has an incomplete header") from None
-        columns = atoms_header.split()[2:]
-        lines = [f.readline() for _ in range(natoms)]
-        if natoms and not lines[-1].endswith("\n"):  # LAMMPS ends every line; a cut file does not
-            present = sum(1 for ln in lines if ln.strip())
-            raise EOFError(f"at step {step} is truncated ({present} of {natoms} atom lines, the last one cut)")
-        try:
-            data = np.array(" ".join(lines).split(), dtype=float).reshape(natoms, len(columns))
-        except ValueError:
-            if sum(1 for ln in lines if ln.strip()) < natoms:
-                raise EOFError(f"at step {step} is truncated ({sum(1 for ln in lines if ln.strip())} of {natoms} atoms)") from None
-            raise TrajectoryError(f"{self.path}: frame at step {step} has malformed atom lines") from None
-        return self._frame(step, bounds, "xy" in header, header.split()[3:], columns, data)
-
-    def _frame(self, step, bounds, tilted, boundary_words, columns, data) -> Frame:
-        col = {name: k for k, name in enumerate(columns)}
-        for needed in ("id", "type"):
-            if needed not in col:
-                raise TrajectoryError(f"{self.path}: dump has no '{needed}' column")
-        order = np.argsort(data[:, col["id"]], kind="stable")
-        data = data[order]
-        cell, origin = _cell(bounds, tilted)
-        pbc = tuple(word.startswith("pp") for word in (boundary_words[-3:] if boundary_words else ["pp"] * 3))
-        wrapped, images, unwrapped_cols = ("x", "y", "z"), ("ix", "iy", "iz"), ("xu", "yu", "zu")
-        if all(k in col for k in wrapped + images):
-            used = wrapped + images
-            positions = data[:, [col[k] for k in wrapped]] + data[:, [col[k] for k in images]] @ cell
-            unwrapped = True
-        elif all(k in col for k in unwrapped_cols):
-            used, unwrapped = unwrapped_cols, True
-            positions = data[:, [col[k] for k in unwrapped_cols]]
-        elif all(k in col for k in wrapped):
-            used, unwrapped = wrapped, False
-            positions = data[:, [col[k] for k in wrapped]]
-        else:
-            raise TrajectoryError(f"{self.path}: dump has no x y z or xu yu zu columns")
-        extra = {name: data[:, k] for name, k in col.items() if name not in {"id", "type", *used}}
-        return Frame(step, cell, origin, data[:, col["id"]].astype(np.int64), data[:, col["type"]].astype(np.int64),
-                     positions, unwrapped, pbc, extra)
+    def _frame(self, data) -> Frame:
+        particles = data.particles
+        ids = np.asarray(particles.identifiers, dtype=np.int64)
+        order = None if np.all(ids[1:] > ids[:-1]) else np.argsort(ids, kind="stable")
+        def column(name):
+            values = np.asarray(particles[name])
+            return values if order is None else values[order]
+        matrix = np.asarray(data.cell[...])
+        cell, origin = matrix[:, :3].T.copy(), matrix[:, 3].copy()
+        positions = column("Position").astype(np.float64, copy=True)
+        names = set(particles.keys())
+        unwrapped = self._unwrapped_columns or "Periodic Image" in names
+        if "Periodic Image" in names:
+            positions += column("Periodic Image") @ cell
+        extra = {name: column(name) for name in names - {"Particle Identifier", "Particle Type", "Position", "Periodic Image"}}
+        return Frame(int(data.attributes["Timestep"]), cell, origin, ids if order is None else ids[order],
+                     column("Particle Type").astype(np.int64), positions, unwrapped, tuple(bool(p) for p in data.cell.pbc), extra)
 
 
 class ASETrajectoryReader:
