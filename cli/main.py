@@ -239,15 +239,21 @@ def _parse_seeds(text: str) -> list[int]:
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--reference", type=click.Path(exists=True, file_okay=False),
-              help="Reference run folder of the same system (e.g. its classical run).")
-def analyze(run_dir, reference):
+@click.option("--reference", type=click.Path(exists=True),
+              help="Reference: a run folder of the same system (e.g. its classical run) or a reference data file "
+                   "(MD17 .npz, MDsim .npy, extxyz, LAMMPS dump).")
+@click.option("--reference-every", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Use every K-th reference frame (space them like the run's frames).")
+@click.option("--test-data", type=click.Path(exists=True, dir_okay=False),
+              help="Labelled frames (with energies and forces): adds the force/energy errors of the run's model.")
+@click.option("--test-frames", type=click.IntRange(min=1), help="Evaluate only the first N labelled frames.")
+def analyze(run_dir, reference, reference_every, test_data, test_frames):
     """Compute the benchmark's metrics of RUN_DIR; writes metrics.json and curves.npz there."""
     from lmpbench.analysis.run_metrics import AnalysisError, analyze as lib_analyze
     from lmpbench.analysis.trajectory import TrajectoryError
 
     try:
-        result = lib_analyze(run_dir, reference)
+        result = lib_analyze(run_dir, reference, reference_every, test_data, test_frames)
     except (AnalysisError, TrajectoryError, ValueError) as err:
         raise click.ClickException(str(err)) from None
     for name, metric in result["metrics"].items():

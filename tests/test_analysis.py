@@ -258,12 +258,11 @@ def test_truncated_gzip_and_corrupt_dumps(lj_run, tmp_path):
     assert len(list(reader)) == 20 and "step 1000 is truncated" in reader.truncated
     lines = text.splitlines(keepends=True)
     natoms = int(lines[3])
-    for frame_index in (0, 2):
+    for frame_index, bad_line in ((0, "this is not a number at all\n"), (2, "1 2 0.5 0.5\n"), (3, "1 2 0.5 0.5 0.5 0 0 0 9 9 9 9\n")):
         bad = list(lines)
-        bad[frame_index * (natoms + 9) + 15] = "this is not a number at all\n"
+        bad[frame_index * (natoms + 9) + 15] = bad_line
         (tmp_path / "bad.dump").write_text("".join(bad))
-        expected = r"bad\.dump: cannot read its first frame" if frame_index == 0 else r"bad\.dump: frame 2 is malformed"
-        with pytest.raises(TrajectoryError, match=expected):
+        with pytest.raises(TrajectoryError, match=rf"bad\.dump: frame at step {50 * frame_index} has malformed atom lines \(atom line 7\)"):
             list(TrajectoryReader(tmp_path / "bad.dump"))
     (tmp_path / "junk.dump").write_text("hello\n")
     with pytest.raises(TrajectoryError, match="does not start with 'ITEM: TIMESTEP'"):
@@ -322,3 +321,54 @@ def test_ase_reader_streams_labelled_frames(tmp_path):
     (tmp_path / "broken.xyz").write_text("3\nnot extxyz\nCu 0 0\n")
     with pytest.raises(TrajectoryError, match="cannot read as an ASE trajectory"):
         list(ASETrajectoryReader(tmp_path / "broken.xyz"))
+
+
+def test_md17_and_mdsim_readers(tmp_path):
+    """The paper's array datasets: positions as stored, kcal/mol labels in eV, symbols by number."""
+    from lmpbench.analysis.trajectory import KCAL_MOL_TO_EV, ArrayDatasetReader, open_trajectory
+
+    rng = np.random.default_rng(4)
+    R, E, F = rng.normal(size=(5, 9, 3)), rng.normal(size=(5, 1)), rng.normal(size=(5, 9, 3))
+    z = np.array([6, 6, 8, 1, 1, 1, 1, 1, 1])
+    np.savez(tmp_path / "ethanol_dft.npz", R=R, z=z, E=E, F=F)
+    frames = list(open_trajectory(tmp_path / "ethanol_dft.npz", elements=["C", "H", "O"], step=2))
+    assert [f.step for f in frames] == [0, 2, 4]
+    for f in frames:
+        np.testing.assert_array_equal(f.positions, R[f.step])
+        np.testing.assert_array_equal(f.types, [1, 1, 3, 2, 2, 2, 2, 2, 2])
+        assert f.extra["energy"] == pytest.approx(E[f.step, 0] / 23.06052, rel=1e-12)
+        np.testing.assert_allclose(f.extra["forces"], F[f.step] * KCAL_MOL_TO_EV, rtol=1e-12)
+        assert f.pbc == (False, False, False)
+    with pytest.raises(TrajectoryError, match="has element\\(s\\) O, not in"):
+        list(ArrayDatasetReader(tmp_path / "ethanol_dft.npz", elements=["C", "H"]))
+    np.save(tmp_path / "alanine.npy", {"force": F}, allow_pickle=True)
+    with pytest.raises(TrajectoryError, match="has no positions or numbers"):
+        list(ArrayDatasetReader(tmp_path / "alanine.npy"))
+    np.save(tmp_path / "plain.npy", R)
+    with pytest.raises(TrajectoryError, match="not an MDsim dataset"):
+        list(ArrayDatasetReader(tmp_path / "plain.npy"))
+    (tmp_path / "broken.npz").write_text("not a zip")
+    with pytest.raises(TrajectoryError, match="not an MD17 .npz or MDsim .npy dataset"):
+        list(ArrayDatasetReader(tmp_path / "broken.npz"))
+
+
+@pytest.mark.parametrize("fmt", ["%g", "%.6g", "%.10g", "%.15g", "%.17g", "%-1.16e", "%.8f", "%d"])
+def test_number_parser_is_exact_or_says_so(fmt):
+    """Every number parsed on the fast path equals Python's float bit for bit; outside it the
+    block is reported (INEXACT) and the reader falls back to float."""
+    from lmpbench.analysis.text_numbers import INEXACT, OK, parse_rows
+
+    rng = np.random.default_rng(5)
+    values = np.concatenate([rng.normal(size=4000) * 10.0 ** rng.integers(-9, 9, 4000), [0.0, -0.0, 7.0, -3.0]])
+    tokens = [fmt % v for v in values]
+    text = "\n".join(" ".join(tokens[i:i + 4]) for i in range(0, len(tokens), 4)) + "\n"
+    out = np.empty((len(tokens) // 4, 4))
+    end, status = parse_rows(np.frombuffer(text.encode(), np.uint8), 0, len(tokens) // 4, 4, out)
+    assert status in (OK, INEXACT) and end == len(text)
+    if status == OK:
+        expected = np.array([float(t) for t in tokens]).reshape(-1, 4)
+        np.testing.assert_array_equal(out.view(np.int64), expected.view(np.int64))
+    if fmt in ("%g", "%.6g", "%d"):  # LAMMPS's default output stays on the fast path
+        assert status == OK
+    if fmt in ("%.17g", "%-1.16e"):  # 17 significant digits never do
+        assert status == INEXACT

@@ -47,6 +47,34 @@ def test_water_metrics(water_runs):
     np.testing.assert_allclose(curves["g_O-O"], rdf.g)
 
 
+def _as_mdsim_npy(run_dir, path, symbols_by_type):
+    """A run's frames written in the MDsim dataset format (water.npy): a pickled dict."""
+    frames = list(TrajectoryReader(run_dir / "traj.dump"))
+    cell = frames[0].cell
+    np.save(path, {"unwrapped_coords": np.stack([f.positions - f.origin for f in frames]),
+                   "atom_types": np.array([symbols_by_type[t] for t in frames[0].types]),
+                   "lengths": np.stack([np.diag(f.cell) for f in frames]), "angles": np.full((len(frames), 3), 90.0),
+                   "energy": np.zeros(len(frames)), "forces": np.zeros((len(frames), *frames[0].positions.shape))},
+            allow_pickle=True)
+    assert np.count_nonzero(cell - np.diag(np.diag(cell))) == 0  # lengths and angles describe it exactly
+    return path
+
+
+def test_reference_data_file_equals_reference_run(water_runs, tmp_path):
+    """The reference run's frames as an MDsim water.npy (element symbols, a cell from lengths and
+    angles) give the same RDF errors as the reference run folder itself."""
+    manifest = json.loads((water_runs[1] / "run.json").read_text())
+    npy = _as_mdsim_npy(water_runs[1], tmp_path / "water.npy", dict(enumerate(manifest["type_elements"], start=1)))
+    by_run = analyze(water_runs[2], water_runs[1])["metrics"]
+    by_file = analyze(water_runs[2], npy)["metrics"]
+    for pair in ("O-O", "H-H", "H-O"):
+        assert by_file["rdf_mae"][pair]["value"] == pytest.approx(by_run["rdf_mae"][pair]["value"], rel=1e-9, abs=1e-12)
+    every = analyze(water_runs[2], npy, reference_every=2)
+    assert every["metrics"]["rdf_window_errors"]["reference_frames"] == 101 and every["reference"]["every"] == 2
+    result = CliRunner().invoke(cli, ["analyze", str(water_runs[2]), "--reference", str(npy), "--reference-every", "2"])
+    assert result.exit_code == 0, result.output
+
+
 def test_against_itself_the_errors_vanish(water_runs):
     result = analyze(water_runs[1], water_runs[1])
     assert all(m["value"] == 0.0 for m in result["metrics"]["rdf_mae"].values())
@@ -72,8 +100,38 @@ def test_molecule_metrics(tmp_path):
     b = run(tmp_path / "b", *args, "--seed", 2)
     result = analyze(b, a)
     assert result["metrics"]["stability_ps"]["value"] == pytest.approx(0.2)  # 21 frames, 0.01 ps apart
+    assert result["metrics"]["stability_ps"]["reference_bond_lengths"] == "mean over 21 reference frames (paper)"
     assert 0 < result["metrics"]["h_mae"]["value"] < 1.0
     assert analyze(a, a)["metrics"]["h_mae"]["value"] == 0.0
+
+
+def test_molecule_reference_bond_lengths_are_the_reference_mean(tmp_path):
+    """Reference data in the MD17 format whose C-C bond is 0.45 / 0.55 Å longer than the run's:
+    the criterion measures against the reference mean, so the run stays stable / collapses at its
+    first frame. Bonds and lengths are recomputed here with ASE."""
+    from ase import Atoms
+    from ase.neighborlist import natural_cutoffs, neighbor_list
+
+    from lmpbench.analysis.trajectory import KCAL_MOL_TO_EV
+
+    args = ["--model", "classical:lj", "--system", "md17_ethanol", "--steps", 200, "--temperature", 50, "--dump-every", 20]
+    a = run(tmp_path / "a", *args, "--seed", 1)
+    elements = json.loads((a / "run.json").read_text())["type_elements"]
+    frames = list(TrajectoryReader(a / "traj.dump"))
+    symbols = [elements[t - 1] for t in frames[0].types]
+    first = Atoms(symbols, frames[0].positions, cell=np.eye(3) * 50, pbc=False)
+    i, j = neighbor_list("ij", first, natural_cutoffs(first))
+    cc = next((p, q) for p, q in zip(i, j) if p < q and symbols[p] == symbols[q] == "C")
+    for stretch, collapses in ((0.45, False), (0.55, True)):
+        positions = np.stack([f.positions for f in frames])
+        axis = positions[:, cc[1]] - positions[:, cc[0]]
+        positions[:, cc[1]] += stretch * axis / np.linalg.norm(axis, axis=1, keepdims=True)
+        np.savez(tmp_path / "ref.npz", R=positions, z=first.get_atomic_numbers(), E=np.zeros(len(frames)) / KCAL_MOL_TO_EV,
+                 F=np.zeros_like(positions))
+        stability = analyze(a, tmp_path / "ref.npz")["metrics"]["stability_ps"]
+        assert stability["reference_bond_lengths"] == f"mean over {len(frames)} reference frames (paper)"
+        assert stability["first_unstable_step"] == (0 if collapses else None), stretch
+        assert stability["bonds"] == int(np.sum(i < j))
 
 
 def test_nve_energy_drift(tmp_path):
@@ -131,3 +189,13 @@ def test_alanine_metadynamics_metrics(tmp_path):
     by_step = {int(row[0]): row[1:3] for row in traj}
     for frame in TrajectoryReader(b / "traj.dump", step=5):
         np.testing.assert_allclose(dihedral_deg(frame.positions, quads), by_step[frame.step], atol=1e-6)
+    # the Ramachandran histogram of the run equals numpy's 2-D histogram of ASE's dihedrals
+    from ase.io import read
+
+    angles = []
+    for atoms in read(b / "traj.dump", format="lammps-dump-text", index=":"):
+        angles.append([(atoms.get_dihedral(*q) + 180.0) % 360.0 - 180.0 for q in quads])
+    edges = np.linspace(-180.0, 180.0, 61)
+    expected = np.histogram2d(*np.array(angles).T, bins=[edges, edges])[0]
+    np.testing.assert_array_equal(curves["ramachandran_counts"], expected)
+    assert result["metrics"]["fes"]["source"] == "metadynamics bias (COLVARS)"

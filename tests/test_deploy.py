@@ -275,3 +275,46 @@ def test_force_energy_errors_through_lammps_equal_nequip_calculator(deployed, ne
     assert ours["frames"] == 4
     assert ours["forces_mae_meV_A"] == pytest.approx(1000 * np.concatenate(f_err).mean(), rel=1e-7)
     assert ours["energy_mae_meV_atom"] == pytest.approx(1000 * np.mean(e_err), rel=1e-7)
+
+
+def test_force_energy_errors_on_an_mdsim_dataset(deployed, tmp_path):
+    """The same labelled frames as an MDsim-format .npy (kcal/mol, a cell from lengths and
+    angles) give the same errors as through ASE's extxyz reader: unit conversion and cell."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.geometry import cellpar_to_cell
+    from ase.io import write
+
+    from lmpbench.analysis.errors import force_energy_errors
+    from lmpbench.analysis.trajectory import KCAL_MOL_TO_EV
+    from lmpbench.models.toy_nequip import emt_frames
+
+    from ase.calculators.emt import EMT
+
+    frames = []
+    base = emt_frames(1, seed=98)[0]
+    for k in range(3):  # one composition, as a dataset has one list of atom types
+        atoms = base.copy()
+        atoms.rattle(0.05, seed=k)
+        atoms.calc = EMT()
+        # the dataset stores lengths and angles: rotate each frame into that cell's orientation
+        cellpar = atoms.cell.cellpar()
+        rotation = np.linalg.solve(atoms.cell.array, cellpar_to_cell(cellpar))
+        rotated = atoms.copy()
+        rotated.set_cell(atoms.cell.array @ rotation)
+        rotated.positions = atoms.positions @ rotation
+        rotated.calc = SinglePointCalculator(rotated, energy=atoms.get_potential_energy(), forces=atoms.get_forces() @ rotation)
+        frames.append((rotated, cellpar))
+    write(tmp_path / "rotated.xyz", [f for f, _ in frames], format="extxyz")
+    to_kcal = 1.0 / KCAL_MOL_TO_EV
+    np.save(tmp_path / "water.npy", {
+        "unwrapped_coords": np.stack([f.positions for f, _ in frames]),
+        "atom_types": np.array(frames[0][0].get_atomic_numbers()),
+        "lengths": np.stack([c[:3] for _, c in frames]), "angles": np.stack([c[3:] for _, c in frames]),
+        "energy": np.array([f.get_potential_energy() * to_kcal for f, _ in frames]),
+        "forces": np.stack([f.get_forces() * to_kcal for f, _ in frames])}, allow_pickle=True)
+    via_ase = force_energy_errors(deployed["aoti-ghost"], tmp_path / "rotated.xyz")
+    via_npy = force_energy_errors(deployed["aoti-ghost"], tmp_path / "water.npy")
+    assert via_npy["frames"] == 3
+    # extxyz stores 8 decimals: agreement to that
+    assert via_npy["forces_mae_meV_A"] == pytest.approx(via_ase["forces_mae_meV_A"], rel=1e-6)
+    assert via_npy["energy_mae_meV_atom"] == pytest.approx(via_ase["energy_mae_meV_atom"], rel=1e-6)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmpbench.analysis.trajectory import ASETrajectoryReader, TrajectoryError
+from lmpbench.analysis.trajectory import TrajectoryError, open_trajectory
 
 
 def force_energy_errors(model_file: str | Path, frames_file: str | Path, max_frames: int | None = None) -> dict:
@@ -22,8 +22,7 @@ def force_energy_errors(model_file: str | Path, frames_file: str | Path, max_fra
 
     type_names = read_deployed_metadata(model_file)["type_names"].split()
     force_abs, energy_abs, n = [], [], 0
-    reader = ASETrajectoryReader(frames_file)
-    for frame in reader:
+    for frame in open_trajectory(frames_file, stop=max_frames):
         if "forces" not in frame.extra or "energy" not in frame.extra:
             raise TrajectoryError(f"{frames_file}: frame {frame.step} has no energy and forces labels")
         atoms = Atoms(symbols=frame.extra["symbols"], positions=frame.positions, cell=frame.cell, pbc=frame.pbc)
@@ -34,8 +33,6 @@ def force_energy_errors(model_file: str | Path, frames_file: str | Path, max_fra
         force_abs.append(np.abs(result["forces"] @ rotation.T - frame.extra["forces"]).ravel())
         energy_abs.append(abs(result["energy"] - frame.extra["energy"]) / len(atoms))
         n += 1
-        if max_frames is not None and n >= max_frames:
-            break
     if n == 0:
         raise TrajectoryError(f"{frames_file}: no frame")
     return {"forces_mae_meV_A": 1000.0 * float(np.concatenate(force_abs).mean()),

@@ -5,6 +5,11 @@ COLVARS writes the well-tempered metadynamics estimate of F(phi, psi) on the col
 marginalises it: p(phi) = sum_psi exp(-F / kBT), PMF(phi) = -kBT ln p(phi), shifted to a zero
 minimum, with kBT = 2.49 kJ/mol; error = mae(PMF, PMF_ref, 6.28) in kJ/mol rad.
 Energies in the file are LAMMPS energy units (eV in metal units); results are in kJ/mol.
+
+``Ramachandran`` streams frames into the phi/psi histogram on the same 60 x 60 grid; from
+unbiased samples (plain MD, a reference dataset) its surface is F = -kBT ln p. A bin no
+sample reached gets the free energy of a single count (the histogram's detection limit), so
+PMFs stay finite and comparable; ``empty_bins`` says how many there were.
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from lmpbench.analysis.geometry import dihedral_deg
+from lmpbench.analysis.trajectory import Frame
 
 EV_TO_KJ_MOL = 96.48533212
 KBT_KJ_MOL = 2.49  # the benchmark's value (300 K)
@@ -46,3 +54,33 @@ class FreeEnergySurface:
         p = np.exp(-f / kbt).sum(axis=1 if axis == "phi" else 0)
         pmf = -kbt * np.log(p)
         return pmf - pmf.min()
+
+
+class Ramachandran:
+    """phi/psi histogram over [-180, 180) degrees of the dihedrals ``phi`` and ``psi`` (0-based atom
+    index quadruples)."""
+
+    def __init__(self, phi: tuple[int, int, int, int], psi: tuple[int, int, int, int], bins: int = 60):
+        self.quads = np.array([phi, psi])
+        self.edges = np.linspace(-180.0, 180.0, bins + 1)
+        self.counts = np.zeros((bins, bins), dtype=np.int64)
+        self.frames = 0
+
+    def accumulate(self, frame: Frame) -> "Ramachandran":
+        phi, psi = dihedral_deg(frame.positions, self.quads)
+        # dihedral_deg gives (-180, 180]: +180 is the same angle as -180, the first bin
+        i, j = ((np.array([phi, psi]) + 180.0) % 360.0 / (360.0 / len(self.counts))).astype(int)
+        self.counts[i, j] += 1
+        self.frames += 1
+        return self
+
+    @property
+    def empty_bins(self) -> int:
+        return int((self.counts == 0).sum())
+
+    def surface(self, kbt: float = KBT_KJ_MOL) -> FreeEnergySurface:
+        if self.frames == 0:
+            raise RuntimeError("Ramachandran has seen no frame: call accumulate() first")
+        centres = 0.5 * (self.edges[1:] + self.edges[:-1])
+        free_energy = -kbt * np.log(np.maximum(self.counts, 1) / self.frames)
+        return FreeEnergySurface(centres, centres.copy(), free_energy - free_energy.min())

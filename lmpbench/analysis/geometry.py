@@ -41,21 +41,29 @@ def bonds(symbols: list[str], positions: np.ndarray) -> tuple[np.ndarray, np.nda
     return np.stack([i[keep], j[keep]]), d[keep]
 
 
+def bond_lengths(positions: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Lengths (Å) of the bonds ``pairs`` [2, B] (no periodic images: molecules)."""
+    return np.linalg.norm(positions[pairs[1]] - positions[pairs[0]], axis=1)
+
+
 class BondStability:
-    def __init__(self, symbols: list[str], max_deviation_A: float = 0.5, reference_lengths: np.ndarray | None = None):
+    """Bonds and their reference lengths are given or taken from the first frame seen."""
+
+    def __init__(self, symbols: list[str], max_deviation_A: float = 0.5, reference_lengths: np.ndarray | None = None,
+                 pairs: np.ndarray | None = None):
         self.symbols, self.max_deviation_A = symbols, max_deviation_A
         self.reference_lengths = reference_lengths
-        self.pairs: np.ndarray | None = None
+        self.pairs = pairs
         self.first_unstable_step: int | None = None
         self.frames = 0
 
     def accumulate(self, frame: Frame) -> "BondStability":
         if self.pairs is None:
-            self.pairs, lengths = bonds(self.symbols, frame.positions)
-            if self.reference_lengths is None:
-                self.reference_lengths = lengths
-        lengths = np.linalg.norm(frame.positions[self.pairs[1]] - frame.positions[self.pairs[0]], axis=1)
-        if self.first_unstable_step is None and np.abs(lengths - self.reference_lengths).max() > self.max_deviation_A:
+            self.pairs, _ = bonds(self.symbols, frame.positions)
+        lengths = bond_lengths(frame.positions, self.pairs)
+        if self.reference_lengths is None:
+            self.reference_lengths = lengths
+        if self.first_unstable_step is None and np.any(np.abs(lengths - self.reference_lengths) > self.max_deviation_A):
             self.first_unstable_step = frame.step
         self.frames += 1
         return self

@@ -8,7 +8,7 @@ of mass removed per frame (equal masses assumed: the benchmark selects one speci
 Exact and streaming: with x(t) the positions and d(t) = |x(t)|^2, per atom
     MSD(m) = [S1(m) - 2 S2(m)] / (F - m),  S1(m) = sum_{t<F-m} d(t) + sum_{t>=m} d(t),
     S2(m) = sum_{t<F-m} x(t) . x(t+m).
-S1 needs only the totals and the first and last ``max_lag`` values of d. S2 is accumulated
+S1 needs only the totals and the first and last ``max_lag`` + 1 values of d. S2 is accumulated
 block by block: frames come in blocks of B >= max_lag, and a block's products reach at most
 into the next block, so block k is correlated (by FFT, zero-padded: no wrap-around) with
 blocks k and k+1 as soon as k+1 is complete. Memory is two blocks, O(max_lag x atoms),
@@ -23,20 +23,29 @@ in, 1e-9 m^2/s = 10 Å^2/ps out (``D_1e9_m2_s``).
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 
 from lmpbench.analysis.trajectory import Frame
 
 A2_PER_PS_TO_1E9_M2_S = 0.1  # 1 Å^2/ps = 1e-8 m^2/s = 10 x 1e-9 m^2/s -> divide by 10
-MIN_BLOCK_FRAMES = 256  # a longer block than max_lag costs memory but fewer, larger FFTs
+MIN_BLOCK_FRAMES = 32  # very short blocks would spend their time in per-block overhead
+FFT_BYTES = 1 << 25  # about 32 MB per transform
 
 
 def _correlation(a: np.ndarray, y: np.ndarray, lags: int) -> np.ndarray:
-    """sum_t a(t) . y(t + m) for m < lags, per atom: a [Ta, N, 3], y [Ty, N, 3] -> [lags, N]."""
+    """sum_t a(t) . y(t + m) for m < lags, per atom: a [Ta, N, 3], y [Ty, N, 3] -> [lags, N].
+    Atoms are taken in groups so that the transforms stay near FFT_BYTES."""
     n_fft = len(a) + max(len(y), lags)  # zero padding: no product wraps around
-    fa = np.fft.rfft(a, n=n_fft, axis=0)
-    fy = np.fft.rfft(y, n=n_fft, axis=0)
-    return np.fft.irfft((fa.conj() * fy).sum(axis=2), n=n_fft, axis=0)[:lags]
+    group = max(1, FFT_BYTES // (n_fft * 3 * 16))
+    out = np.empty((lags, a.shape[1]))
+    for first in range(0, a.shape[1], group):
+        atoms = slice(first, first + group)
+        fa = np.fft.rfft(a[:, atoms], n=n_fft, axis=0)
+        fy = np.fft.rfft(y[:, atoms], n=n_fft, axis=0)
+        out[:, atoms] = np.fft.irfft((fa.conj() * fy).sum(axis=2), n=n_fft, axis=0)[:lags]
+    return out
 
 
 class MSD:
@@ -56,7 +65,8 @@ class MSD:
         self._previous: np.ndarray | None = None  # the last complete block, not yet correlated with its successor
         self._s2 = None  # [lags, N] sum of x(t).x(t+m) over the blocks done
         self._d_total = None  # [N] sum of d(t) over all frames
-        self._d_head: list[np.ndarray] = []  # d(t) of the first lags frames
+        self._d_head: list[np.ndarray] = []  # d(t) of the first max_lag + 1 frames
+        self._d_tail: deque[np.ndarray] = deque(maxlen=None if max_lag is None else max_lag + 1)  # ... and the last
         self._result = None
 
     def accumulate(self, frame: Frame) -> "MSD":
@@ -73,6 +83,7 @@ class MSD:
         self._d_total += d
         if self.max_lag is None or len(self._d_head) <= self.max_lag:
             self._d_head.append(d)
+        self._d_tail.append(d)
         self._current.append(x)
         self.frames += 1
         self.last_step = frame.step
@@ -114,8 +125,7 @@ class MSD:
             s2 += self._correlate_block(current, None)[:lags]
         # S1(m) = (total - last m values) + (total - first m values); the last m from the block(s) held
         head = np.cumsum(np.concatenate([np.zeros((1, len(self._d_total))), np.stack(self._d_head[:lags])]), axis=0)
-        held = [b for b in (self._previous, current) if b is not None]
-        tail_d = (np.concatenate(held) ** 2).sum(axis=2)[::-1]  # d(F-1), d(F-2), ...
+        tail_d = np.stack(self._d_tail)[::-1]  # d(F-1), d(F-2), ...
         tail = np.cumsum(np.concatenate([np.zeros((1, tail_d.shape[1])), tail_d[:lags]]), axis=0)
         s1 = 2 * self._d_total - head[:lags] - tail[:lags]
         origins = (self.frames - np.arange(lags))[:, None]

@@ -25,10 +25,14 @@ from numba import njit
 from lmpbench.analysis.trajectory import Frame
 
 
+def face_widths(cell: np.ndarray) -> np.ndarray:
+    """Distances between opposite faces of the cell (Å): 1 / |reciprocal vector|, per direction."""
+    return 1.0 / np.sqrt((np.linalg.inv(cell) ** 2).sum(axis=0))
+
+
 def smallest_width(cell: np.ndarray) -> float:
     """The smallest distance between opposite faces of the cell (Å)."""
-    volume = abs(np.linalg.det(cell))
-    return min(volume / np.linalg.norm(np.cross(cell[(k + 1) % 3], cell[(k + 2) % 3])) for k in range(3))
+    return float(face_widths(cell).min())
 
 
 @njit(cache=True)
@@ -104,32 +108,47 @@ def _count_pairs(cart, grid, types, cell, pbc, ncells, r_max, bins, ntypes, coun
                                     counts[(row + t[b]) * bins + k] += 1
 
 
-def pair_counts(frame: Frame, r_max: float, bins: int) -> np.ndarray:
-    """[T+1, T+1, bins] ordered-pair counts of ``frame`` (see the module); cached on the frame."""
-    key = ("pair_counts", r_max, bins)
-    if key in frame.cache:
-        return frame.cache[key]
-    if any(frame.pbc) and r_max > smallest_width(frame.cell) / 2 + 1e-9:
-        raise ValueError(f"r_max {r_max} Å exceeds half the cell's smallest width "
-                         f"({smallest_width(frame.cell) / 2:.3f} Å) at step {frame.step}")
+def pair_counts(frame: Frame, r_max: float, bins: int, types: frozenset[int] | None = None) -> np.ndarray:
+    """[T+1, T+1, bins] ordered-pair counts of ``frame`` (see the module) among the atoms of
+    ``types`` (None: all atoms; other rows are zero). Cached on the frame: a later call for a
+    subset of the types is served from an earlier, larger count."""
+    cached = frame.cache.setdefault("pair_counts", {})
+    for (cached_r_max, cached_bins, cached_types), counts in cached.items():
+        if (cached_r_max, cached_bins) == (r_max, bins) and (
+                cached_types is None or (types is not None and types <= cached_types)):
+            return counts
     cell = np.ascontiguousarray(frame.cell, dtype=np.float64)
-    frac = (frame.positions - frame.origin) @ np.linalg.inv(cell)
-    # cells at least r_max wide: the face-to-face width along each direction over r_max
-    widths = abs(np.linalg.det(cell)) / np.linalg.norm(np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1)
+    inverse = np.linalg.inv(cell)
+    widths = 1.0 / np.sqrt((inverse**2).sum(axis=0))  # face_widths, with the inverse reused
+    if any(frame.pbc) and r_max > widths.min() / 2 + 1e-9:
+        raise ValueError(f"r_max {r_max} Å exceeds half the cell's smallest width "
+                         f"({widths.min() / 2:.3f} Å) at step {frame.step}")
+    positions, atom_types = frame.positions, frame.types
+    if types is not None:
+        chosen = np.zeros(len(atom_types), bool)
+        for t in types:
+            chosen |= atom_types == t
+        positions, atom_types = positions[chosen], atom_types[chosen]
+    ntypes = int(frame.types.max()) + 1
+    half = np.zeros(ntypes * ntypes * bins, dtype=np.int64)
+    if len(positions) > 1:
+        _count_frame(cell, inverse, widths, frame, positions, atom_types, r_max, bins, ntypes, half)
+    half = half.reshape(ntypes, ntypes, bins)
+    counts = half + half.transpose(1, 0, 2)  # both orders of every pair
+    cached[(r_max, bins, types)] = counts
+    return counts
+
+
+def _count_frame(cell, inverse, widths, frame, positions, atom_types, r_max, bins, ntypes, half) -> None:
+    frac = (positions - frame.origin) @ inverse
     pbc = np.array(frame.pbc, dtype=np.bool_)
-    wrapped = np.where(pbc, frac - np.floor(frac), frac)
-    grid = wrapped
-    if not pbc.all():  # along open directions atoms may sit outside the box: span them instead
+    if pbc.all():
+        grid = wrapped = frac - np.floor(frac)
+    else:  # along open directions atoms may sit outside the box: span them instead
+        wrapped = np.where(pbc, frac - np.floor(frac), frac)
         lo, hi = frac.min(axis=0), frac.max(axis=0)
         grid = np.where(pbc, wrapped, (frac - lo) / np.maximum(hi - lo, 1e-300))
         widths = np.where(pbc, widths, (hi - lo) * widths)
     ncells = np.maximum(1, np.floor(widths / r_max)).astype(np.int64)
-    types = np.ascontiguousarray(frame.types, dtype=np.int64)
-    ntypes = int(types.max()) + 1
-    half = np.zeros(ntypes * ntypes * bins, dtype=np.int64)
-    _count_pairs(np.ascontiguousarray(wrapped @ cell), np.ascontiguousarray(grid), types, cell, pbc, ncells,
+    _count_pairs(wrapped @ cell, grid, atom_types.astype(np.int64, copy=False), cell, pbc, ncells,
                  float(r_max), int(bins), ntypes, half)
-    half = half.reshape(ntypes, ntypes, bins)
-    counts = half + half.transpose(1, 0, 2)  # both orders of every pair
-    frame.cache[key] = counts
-    return counts

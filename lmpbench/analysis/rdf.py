@@ -60,7 +60,8 @@ class RDF(_Histogram):
         self._density_sum = 0.0  # sum over frames of rho_AB
 
     def accumulate(self, frame: Frame) -> "RDF":
-        counts = pair_counts(frame, self.r_max, len(self._counts))
+        needed = None if self.a is None or self.b is None else frozenset((self.a, self.b))
+        counts = pair_counts(frame, self.r_max, len(self._counts), needed)
         if max(self.a or 0, self.b or 0) < len(counts):  # else a type absent from the frame: no pairs
             selected = counts[slice(None) if self.a is None else self.a, slice(None) if self.b is None else self.b]
             self._counts += selected.reshape(-1, selected.shape[-1]).sum(axis=0)

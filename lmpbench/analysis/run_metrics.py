@@ -3,8 +3,16 @@
 Which metrics a run gets follows its system (``METRIC_SETS``): periodic systems get partial
 RDFs, the sliding-window RDF stability and the diffusivity; molecules get the bond
 stability and h(r). NVE runs also get the energy drift. Curves are computed over the stable
-frames only and the result says how many that was. The reference is another run folder
-(e.g. the classical reference run of the same system), analysed the same way.
+frames only and the result says how many that was.
+
+The reference is another run folder of the same system (e.g. its classical reference run),
+analysed the same way, or a reference data file (the paper's .npz/.npy datasets, extxyz, a
+LAMMPS dump; ``reference_every`` spaces its frames like the run's). Molecules take their
+reference bond lengths as the mean over the reference frames (paper) when the reference has
+the run's atom order, else from the run's first frame, and say which. Alanine dipeptide gets
+the Ramachandran histogram; its reference FES comes from the reference's metadynamics output
+when it has one, else from the reference frames' histogram. ``test_data`` adds the force and
+energy errors of the run's deployed model on labelled frames.
 """
 
 from __future__ import annotations
@@ -16,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lmpbench.analysis.geometry import BondStability
+from lmpbench.analysis.geometry import BondStability, bond_lengths, bonds
 from lmpbench.analysis.msd import A2_PER_PS_TO_1E9_M2_S, MSD
 from lmpbench.analysis.rdf import RDF, DistanceHistogram, mae
-from lmpbench.analysis.trajectory import TrajectoryReader
+from lmpbench.analysis.trajectory import TrajectoryReader, open_trajectory
 
 
 class AnalysisError(ValueError):
@@ -38,7 +46,8 @@ class PeriodicSettings:
 
 
 METRIC_SETS = {
-    "water": PeriodicSettings((("O", "O"), ("H", "H"), ("H", "O")), 1.0, 3.0, "O", 100.0, 100.0),
+    # H-O first: its pair counts (all atoms) then serve O-O and H-H as well
+    "water": PeriodicSettings((("H", "O"), ("O", "O"), ("H", "H")), 1.0, 3.0, "O", 100.0, 100.0),
     "lips": PeriodicSettings(((None, None),), 1.0, 1.0, "Li", 40.0, 35.0, skip_ps=5.0),
 }
 RDF_R_MAX, RDF_BINS, H_R_MAX, H_BINS = 6.0, 500, 10.0, 500
@@ -58,15 +67,56 @@ def _type_of(manifest: dict, element: str | None) -> int | None:
     return None if element is None else manifest["type_elements"].index(element) + 1
 
 
-def _frames(run_dir: Path):
-    reader = TrajectoryReader(run_dir / "traj.dump")
-    return reader, iter(reader)
+@dataclass
+class Reference:
+    """What the run is compared with: a run folder (its traj.dump) or a reference data file."""
+
+    path: Path
+    elements: list[str]  # the run's type order, applied to the reference's element symbols
+    every: int = 1
+
+    @property
+    def is_run(self) -> bool:
+        return self.path.is_dir()
+
+    @property
+    def file(self) -> Path:
+        return self.path / "traj.dump" if self.is_run else self.path
+
+    def frames(self, stop: int | None = None):
+        if self.is_run:
+            return TrajectoryReader(self.file, stop=stop, step=self.every)
+        return open_trajectory(self.file, self.elements, stop=stop, step=self.every)
+
+    def record(self) -> dict:
+        digest = hashlib.sha256()
+        with open(self.file, "rb") as f:
+            while chunk := f.read(1 << 24):
+                digest.update(chunk)
+        return {"path": str(self.path.resolve()), "kind": "run" if self.is_run else "data file",
+                "file_sha256": digest.hexdigest(), "every": self.every}
 
 
-def periodic_curves(run_dir: Path, settings: PeriodicSettings, until_step: int | None = None) -> dict:
-    manifest = _manifest(run_dir)
+def _reference(reference, manifest: dict, every: int) -> Reference | None:
+    if reference is None:
+        return None
+    ref = Reference(Path(reference), manifest["type_elements"], every)
+    if ref.is_run:
+        ref_manifest = _manifest(ref.path)
+        if ref_manifest["system"]["name"] != manifest["system"]["name"]:
+            raise AnalysisError(f"reference {reference} is a {ref_manifest['system']['name']} run, "
+                                f"not {manifest['system']['name']}")
+        if ref_manifest["type_elements"] != manifest["type_elements"]:
+            raise AnalysisError(f"reference {reference} numbers its elements {ref_manifest['type_elements']}, "
+                                f"the run {manifest['type_elements']}")
+    elif not ref.path.is_file():
+        raise AnalysisError(f"reference {reference} does not exist")
+    return ref
+
+
+def curves_of(frames, manifest: dict, settings: PeriodicSettings, until_step: int | None = None) -> dict:
+    """Partial RDFs over ``frames`` up to ``until_step``."""
     rdfs = {pair: RDF(RDF_R_MAX, RDF_BINS, _type_of(manifest, pair[0]), _type_of(manifest, pair[1])) for pair in settings.pairs}
-    reader, frames = _frames(run_dir)
     n = 0
     for frame in frames:
         if until_step is not None and frame.step > until_step:
@@ -75,16 +125,17 @@ def periodic_curves(run_dir: Path, settings: PeriodicSettings, until_step: int |
             rdf.accumulate(frame)
         n += 1
     if n == 0:
-        raise AnalysisError(f"{run_dir}: no frame to analyse")
+        raise AnalysisError(f"{getattr(frames, 'path', 'trajectory')}: no frame to analyse")
     return {"r": next(iter(rdfs.values())).r, "g": {_pair_name(p): rdf.g for p, rdf in rdfs.items()}, "frames": n,
-            "truncated": reader.truncated}
+            "truncated": getattr(frames, "truncated", None)}
 
 
 def _pair_name(pair) -> str:
     return "all" if pair == (None, None) else f"{pair[0]}-{pair[1]}"
 
 
-def analyze(run_dir: str | Path, reference: str | Path | None = None) -> dict:
+def analyze(run_dir: str | Path, reference: str | Path | None = None, reference_every: int = 1,
+            test_data: str | Path | None = None, test_frames: int | None = None) -> dict:
     """Metrics of ``run_dir`` (and errors against ``reference``); writes metrics.json and curves.npz."""
     run_dir = Path(run_dir)
     manifest = _manifest(run_dir)
@@ -94,34 +145,33 @@ def analyze(run_dir: str | Path, reference: str | Path | None = None) -> dict:
     result = {"run": str(run_dir.resolve()), "system": system["name"], "status": manifest["status"],
               "run_collapse": manifest.get("collapse"), "frame_interval_ps": frame_dt_ps, "metrics": {}}
     curves = {}
-    if reference is not None:
-        ref_manifest = _manifest(Path(reference))
-        if ref_manifest["system"]["name"] != system["name"]:
-            raise AnalysisError(f"reference {reference} is a {ref_manifest['system']['name']} run, not {system['name']}")
-        result["reference"] = {"run": str(Path(reference).resolve()),
-                               "traj_sha256": hashlib.sha256((Path(reference) / "traj.dump").read_bytes()).hexdigest()}
+    ref = _reference(reference, manifest, reference_every)
+    if ref is not None:
+        result["reference"] = ref.record()
 
     if system["name"] in METRIC_SETS:
-        _periodic(run_dir, reference, METRIC_SETS[system["name"]], manifest, frame_dt_ps, result, curves)
+        _periodic(run_dir, ref, METRIC_SETS[system["name"]], manifest, frame_dt_ps, result, curves)
     elif system["category"] == "molecule":
-        _molecule(run_dir, reference, manifest, frame_dt_ps, result, curves)
+        _molecule(run_dir, ref, manifest, frame_dt_ps, result, curves)
     if protocol["ensemble"] == "nve":
         _energy_drift(run_dir, manifest, result)
-    if protocol["ensemble"] == "langevin_metad":
-        _free_energy(run_dir, reference, result, curves)
+    if system.get("dihedrals") and {"phi", "psi"} <= set(system["dihedrals"]):
+        _free_energy(run_dir, ref, manifest, result, curves)
+    if test_data is not None:
+        result["metrics"]["forces"] = _test_errors(manifest, test_data, test_frames)
 
     (run_dir / "metrics.json").write_text(json.dumps(result, indent=2, default=float))
     np.savez(run_dir / "curves.npz", **curves)
     return result
 
 
-def _periodic(run_dir, reference, settings, manifest, frame_dt_ps, result, curves):
+def _periodic(run_dir, ref, settings, manifest, frame_dt_ps, result, curves):
     metrics = result["metrics"]
     window = max(1, round(settings.window_ps / frame_dt_ps))
     stable_until = None
-    if reference is not None:
-        ref = periodic_curves(Path(reference), settings)
-        curves.update({f"g_ref_{k}": v for k, v in ref["g"].items()})
+    if ref is not None:
+        ref_curves = curves_of(ref.frames(), manifest, settings)
+        curves.update({f"g_ref_{k}": v for k, v in ref_curves["g"].items()})
         # sliding windows of the run against the reference's whole RDF
         rdfs, count, windows = None, 0, []
         for frame in TrajectoryReader(run_dir / "traj.dump"):
@@ -132,16 +182,16 @@ def _periodic(run_dir, reference, settings, manifest, frame_dt_ps, result, curve
                 rdf.accumulate(frame)
             count += 1
             if count % window == 0:
-                error = max(mae(rdfs[p].g, ref["g"][_pair_name(p)], RDF_R_MAX) for p in settings.pairs)
+                error = max(mae(rdfs[p].g, ref_curves["g"][_pair_name(p)], RDF_R_MAX) for p in settings.pairs)
                 windows.append((start_step, frame.step, error))
                 if error > settings.threshold and stable_until is None:
                     stable_until = start_step
         metrics["rdf_window_errors"] = {"windows": windows, "window_ps": settings.window_ps,
-                                        "threshold": settings.threshold}
+                                        "threshold": settings.threshold, "reference_frames": ref_curves["frames"]}
     last_step = result["run_collapse"]["step"] if result["run_collapse"] else None
     if stable_until is not None:
         last_step = stable_until if last_step is None else min(last_step, stable_until)
-    own = periodic_curves(run_dir, settings, until_step=last_step)
+    own = curves_of(TrajectoryReader(run_dir / "traj.dump"), manifest, settings, until_step=last_step)
     curves["r"] = own["r"]
     curves.update({f"g_{k}": v for k, v in own["g"].items()})
     stable_ps = (own["frames"] - 1) * frame_dt_ps
@@ -149,8 +199,8 @@ def _periodic(run_dir, reference, settings, manifest, frame_dt_ps, result, curve
                                "definition": f"time before the first {settings.window_ps} ps window whose RDF error "
                                              f"exceeds {settings.threshold} (or the run's own collapse)",
                                "frames_used": own["frames"], "truncated_dump": own["truncated"]}
-    if reference is not None:
-        metrics["rdf_mae"] = {_pair_name(p): {"value": mae(own["g"][_pair_name(p)], ref["g"][_pair_name(p)], RDF_R_MAX),
+    if ref is not None:
+        metrics["rdf_mae"] = {_pair_name(p): {"value": mae(own["g"][_pair_name(p)], ref_curves["g"][_pair_name(p)], RDF_R_MAX),
                                               "definition": "mae(g, g_ref, 6) = mean|g - g_ref| x 6 (paper)"}
                               for p in settings.pairs}
     metrics["diffusivity"] = _diffusivity(run_dir, manifest, settings, frame_dt_ps, stable_ps)
@@ -172,51 +222,102 @@ def _diffusivity(run_dir, manifest, settings, frame_dt_ps, stable_ps):
                        "window_ps": [max(1, lag // 4) * frame_dt_ps, lag * frame_dt_ps]}}
 
 
-def _molecule(run_dir, reference, manifest, frame_dt_ps, result, curves):
+def _molecule(run_dir, ref, manifest, frame_dt_ps, result, curves):
     metrics = result["metrics"]
     elements = manifest["type_elements"]
-    stability = None
+    first = next(iter(TrajectoryReader(run_dir / "traj.dump", stop=1)), None)
+    if first is None:
+        raise AnalysisError(f"{run_dir}: no frame to analyse")
+    symbols = [elements[t - 1] for t in first.types]
+    pairs, _ = bonds(symbols, first.positions)  # the benchmark's bonds: natural_cutoffs on the first frame
+    reference_lengths, lengths_from = None, "the run's first frame (no reference given)"
+    if ref is not None:
+        ref_hist, sums, n, same_order = DistanceHistogram(H_R_MAX, H_BINS), 0.0, 0, True
+        for frame in ref.frames():
+            ref_hist.accumulate(frame)
+            same_order = same_order and np.array_equal(frame.types, first.types)
+            if same_order:
+                sums = sums + bond_lengths(frame.positions, pairs)
+                n += 1
+        if same_order and n:
+            reference_lengths, lengths_from = sums / n, f"mean over {n} reference frames (paper)"
+        else:
+            lengths_from = "the run's first frame (the reference orders its atoms differently)"
+    stability = BondStability(symbols, reference_lengths=reference_lengths, pairs=pairs)
     hist = DistanceHistogram(H_R_MAX, H_BINS)
     reader = TrajectoryReader(run_dir / "traj.dump")
     for frame in reader:
-        if stability is None:
-            stability = BondStability([elements[t - 1] for t in frame.types])
         stability.accumulate(frame)
         if stability.first_unstable_step is not None:
             break
         hist.accumulate(frame)
     stable_ps = (hist.frames - 1) * frame_dt_ps if hist.frames else 0.0
     metrics["stability_ps"] = {"value": stable_ps, "unit": "ps",
-                               "definition": "time before the first frame with a bond 0.5 Å off its reference length "
-                                             "(reference: the first frame until datasets supply the mean)",
-                               "first_unstable_step": stability.first_unstable_step if stability else None,
+                               "definition": "time before the first frame with a bond 0.5 Å off its reference length",
+                               "reference_bond_lengths": lengths_from, "bonds": len(pairs[0]),
+                               "first_unstable_step": stability.first_unstable_step,
                                "frames_used": hist.frames, "truncated_dump": reader.truncated}
-    curves["r_h"], curves["h"] = hist.r, hist.h
-    if reference is not None:
-        ref = DistanceHistogram(H_R_MAX, H_BINS)
-        for frame in TrajectoryReader(Path(reference) / "traj.dump"):
-            ref.accumulate(frame)
-        curves["h_ref"] = ref.h
-        metrics["h_mae"] = {"value": mae(hist.h, ref.h, H_R_MAX), "definition": "mae(h, h_ref, 10) (paper)"}
+    if hist.frames:
+        curves["r_h"], curves["h"] = hist.r, hist.h
+    if ref is not None:
+        curves["h_ref"] = ref_hist.h
+        if hist.frames:
+            metrics["h_mae"] = {"value": mae(hist.h, ref_hist.h, H_R_MAX), "definition": "mae(h, h_ref, 10) (paper)"}
 
 
-def _free_energy(run_dir, reference, result, curves):
-    from lmpbench.analysis.fes import FreeEnergySurface
-    from lmpbench.analysis.rdf import mae
+def _free_energy(run_dir, ref, manifest, result, curves):
+    """Ramachandran histogram of the run; FES from its metadynamics output when it has one
+    (a biased run's histogram is not its FES), else from the histogram."""
+    from lmpbench.analysis.fes import FreeEnergySurface, Ramachandran
 
-    pmf_file = run_dir / "metad.pmf"
-    if not pmf_file.is_file():
+    dihedrals = manifest["system"]["dihedrals"]
+    quads = [tuple(i - 1 for i in dihedrals[name]) for name in ("phi", "psi")]
+
+    def histogram(frames):
+        rama = Ramachandran(*quads)
+        for frame in frames:
+            rama.accumulate(frame)
+        return rama
+
+    def surface(path: Path | None, frames) -> tuple[FreeEnergySurface | None, str, Ramachandran | None]:
+        if path is not None and (path / "metad.pmf").is_file():
+            return FreeEnergySurface.from_colvars_pmf(path / "metad.pmf"), "metadynamics bias (COLVARS)", None
+        rama = histogram(frames)
+        if rama.frames == 0:
+            return None, "no frames", rama
+        return rama.surface(), f"histogram of {rama.frames} frames ({rama.empty_bins} empty bins at one count)", rama
+
+    is_metad = manifest["protocol"]["ensemble"] == "langevin_metad"
+    own_rama = histogram(TrajectoryReader(run_dir / "traj.dump"))
+    curves["ramachandran_counts"] = own_rama.counts
+    if is_metad and not (run_dir / "metad.pmf").is_file():
         result["metrics"]["fes"] = {"value": None, "reason": "no metad.pmf (COLVARS writes it at the end of a run)"}
         return
-    fes = FreeEnergySurface.from_colvars_pmf(pmf_file)
+    fes, source = (FreeEnergySurface.from_colvars_pmf(run_dir / "metad.pmf"), "metadynamics bias (COLVARS)") if is_metad \
+        else (own_rama.surface(), f"histogram of {own_rama.frames} frames ({own_rama.empty_bins} empty bins at one count)")
     curves.update(phi_deg=fes.phi_deg, psi_deg=fes.psi_deg, fes_kJ_mol=fes.free_energy_kJ_mol,
                   pmf_phi=fes.pmf("phi"), pmf_psi=fes.pmf("psi"))
-    if reference is not None:
-        ref = FreeEnergySurface.from_colvars_pmf(Path(reference) / "metad.pmf")
+    result["metrics"]["fes"] = {"value": None, "source": source, "reason": "a surface: see curves.npz"}
+    if ref is not None:
+        ref_fes, ref_source, _ = surface(ref.path if ref.is_run else None, ref.frames())
+        if ref_fes is None:
+            raise AnalysisError(f"reference {ref.path}: no frames for a free-energy surface")
+        curves.update(fes_ref_kJ_mol=ref_fes.free_energy_kJ_mol, pmf_ref_phi=ref_fes.pmf("phi"), pmf_ref_psi=ref_fes.pmf("psi"))
         result["metrics"]["pmf_mae"] = {
-            axis: {"value": mae(fes.pmf(axis), ref.pmf(axis), 6.28), "unit": "kJ/mol rad",
+            axis: {"value": mae(fes.pmf(axis), ref_fes.pmf(axis), 6.28), "unit": "kJ/mol rad", "reference_source": ref_source,
                    "definition": "mae(PMF, PMF_ref, 6.28), PMF from the 60 x 60 FES with kBT = 2.49 kJ/mol"}
             for axis in ("phi", "psi")}
+
+
+def _test_errors(manifest, test_data, test_frames) -> dict:
+    from lmpbench.analysis.errors import force_energy_errors
+
+    if manifest["model"]["kind"] != "deployed":
+        return {"value": None, "reason": f"the run's model is {manifest['model']['kind']}, not a deployed file"}
+    errors = force_energy_errors(manifest["model"]["file"], test_data, test_frames)
+    return {"value": errors["forces_mae_meV_A"], "unit": "meV/Å", "energy_mae_meV_atom": errors["energy_mae_meV_atom"],
+            "frames": errors["frames"], "data": str(Path(test_data).resolve()),
+            "definition": "MAE over every force component of the labelled frames, model evaluated in LAMMPS"}
 
 
 def energy_drift_ev_atom_ps(time_ps: np.ndarray, etotal_eV: np.ndarray, natoms: int) -> float:
