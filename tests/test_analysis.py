@@ -175,16 +175,22 @@ def test_msd_all_origins_equals_a_plain_loop(frames, max_lag):
 
 
 def test_msd_memory_does_not_grow_with_the_trajectory():
-    """With max_lag, what the object holds is bounded by two blocks, however many frames pass."""
+    """With max_lag, the arrays the object holds are the same after 1,000 and 3,000 frames."""
     msd = MSD(remove_com=False, max_lag=10)
     rng = np.random.default_rng(0)
     x = np.zeros((5, 3))
-    held = []
-    for k in range(3000):
+    held = {}
+
+    def held_bytes():
+        arrays = [msd._block, msd._previous, msd._s2, *msd._d_head, *msd._d_tail]
+        return sum(a.nbytes for a in arrays if a is not None)
+
+    for k in range(1, 3001):
         x = x + rng.normal(size=(5, 3))
         msd.accumulate(_frame(k, x))
-        held.append(len(msd._current) + (0 if msd._previous is None else len(msd._previous)) + len(msd._d_head))
-    assert max(held) <= 2 * msd.block_frames + 11 and msd.frames == 3000
+        if k in (1000, 3000):
+            held[k] = held_bytes()
+    assert held[1000] == held[3000] and msd.frames == 3000
 
 
 def test_random_walk_diffusivity_is_recovered():

@@ -34,16 +34,19 @@ MIN_BLOCK_FRAMES = 32  # very short blocks would spend their time in per-block o
 FFT_BYTES = 1 << 25  # about 32 MB per transform
 
 
-def _correlation(a: np.ndarray, y: np.ndarray, lags: int) -> np.ndarray:
-    """sum_t a(t) . y(t + m) for m < lags, per atom: a [Ta, N, 3], y [Ty, N, 3] -> [lags, N].
-    Atoms are taken in groups so that the transforms stay near FFT_BYTES."""
-    n_fft = len(a) + max(len(y), lags)  # zero padding: no product wraps around
+def _correlation(a: np.ndarray, following: np.ndarray | None, lags: int) -> np.ndarray:
+    """sum_t a(t) . y(t + m) for m < lags, per atom, y = a followed by ``following``:
+    a [Ta, N, 3] -> [lags, N]. Atoms are taken in groups so that the transforms stay near
+    FFT_BYTES."""
+    length = len(a) + (0 if following is None else len(following))
+    n_fft = len(a) + max(length, lags)  # zero padding: no product wraps around
     group = max(1, FFT_BYTES // (n_fft * 3 * 16))
     out = np.empty((lags, a.shape[1]))
     for first in range(0, a.shape[1], group):
         atoms = slice(first, first + group)
+        y = a[:, atoms] if following is None else np.concatenate([a[:, atoms], following[:, atoms]])
         fa = np.fft.rfft(a[:, atoms], n=n_fft, axis=0)
-        fy = np.fft.rfft(y[:, atoms], n=n_fft, axis=0)
+        fy = np.fft.rfft(y, n=n_fft, axis=0)
         out[:, atoms] = np.fft.irfft((fa.conj() * fy).sum(axis=2), n=n_fft, axis=0)[:lags]
     return out
 
@@ -61,7 +64,8 @@ class MSD:
         self.frames = 0
         self.first_step: int | None = None
         self.last_step: int | None = None
-        self._current: list[np.ndarray] = []  # frames of the block being filled
+        self._block: np.ndarray | list | None = None  # the block being filled ([B, N, 3]; a list without max_lag)
+        self._filled = 0  # frames in it
         self._previous: np.ndarray | None = None  # the last complete block, not yet correlated with its successor
         self._s2 = None  # [lags, N] sum of x(t).x(t+m) over the blocks done
         self._d_total = None  # [N] sum of d(t) over all frames
@@ -75,36 +79,36 @@ class MSD:
         x = frame.positions if self.atom_type is None else frame.positions[frame.types == self.atom_type]
         if self._d_total is not None and len(x) != len(self._d_total):
             raise ValueError(f"the number of selected atoms changed at step {frame.step}")
-        x = x - x.mean(axis=0) if self.remove_com else x.copy()
-        d = (x * x).sum(axis=1)
         if self._d_total is None:
             self._d_total = np.zeros(len(x))
             self.first_step = frame.step
+            self._block = [] if self.block_frames is None else np.empty((self.block_frames, len(x), 3))
+        if self.block_frames is None:
+            self._block.append(np.empty((len(x), 3)))
+        slot = self._block[self._filled]
+        np.subtract(x, x.mean(axis=0) if self.remove_com else 0.0, out=slot)
+        d = (slot * slot).sum(axis=1)
         self._d_total += d
         if self.max_lag is None or len(self._d_head) <= self.max_lag:
             self._d_head.append(d)
         self._d_tail.append(d)
-        self._current.append(x)
+        self._filled += 1
         self.frames += 1
         self.last_step = frame.step
         self._result = None
-        if self.block_frames is not None and len(self._current) == self.block_frames:
-            block = np.stack(self._current)
-            self._current = []
+        if self._filled == self.block_frames:
             if self._previous is not None:
-                self._add(self._correlate_block(self._previous, block))
-            self._previous = block
+                self._add(_correlation(self._previous, self._block, self.max_lag + 1))
+            # the full block becomes the previous one; the old previous's memory is refilled
+            self._previous, self._block = self._block, (self._previous if self._previous is not None
+                                                         else np.empty_like(self._block))
+            self._filled = 0
         return self
 
     @property
     def lags(self) -> int:
         """Number of lags computed: 0 .. lags - 1 frames."""
         return self.frames if self.max_lag is None else min(self.max_lag + 1, self.frames)
-
-    def _correlate_block(self, block: np.ndarray, following: np.ndarray | None) -> np.ndarray:
-        y = block if following is None else np.concatenate([block, following])
-        lags = len(block) if self.max_lag is None else self.max_lag + 1
-        return _correlation(block, y, lags)
 
     def _add(self, s2: np.ndarray) -> None:
         self._s2 = s2 if self._s2 is None else self._s2 + s2
@@ -118,11 +122,14 @@ class MSD:
         lags = self.lags
         s2 = np.zeros((lags, len(self._d_total))) if self._s2 is None else self._s2[:lags].copy()
         # the blocks not yet correlated: the last complete one with the partial one, then the partial one
-        current = np.stack(self._current) if self._current else None
+        current = None
+        if self._filled:
+            current = np.stack(self._block) if self.block_frames is None else self._block[:self._filled]
+        block_lags = self.frames if self.max_lag is None else self.max_lag + 1
         if self._previous is not None:
-            s2 += self._correlate_block(self._previous, current)[:lags]
+            s2 += _correlation(self._previous, current, block_lags)[:lags]
         if current is not None:
-            s2 += self._correlate_block(current, None)[:lags]
+            s2 += _correlation(current, None, block_lags)[:lags]
         # S1(m) = (total - last m values) + (total - first m values); the last m from the block(s) held
         head = np.cumsum(np.concatenate([np.zeros((1, len(self._d_total))), np.stack(self._d_head[:lags])]), axis=0)
         tail_d = np.stack(self._d_tail)[::-1]  # d(F-1), d(F-2), ...
