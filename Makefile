@@ -47,6 +47,7 @@ demo: setup
 bench: setup
 	$(BIN)/python benchmarks/pair_overhead.py
 	$(BIN)/python benchmarks/deploy_speed.py
+	$(BIN)/python benchmarks/analysis_speed.py
 
 clean:
 	rm -rf $(VENV) build demo_output .pytest_cache

@@ -300,6 +300,9 @@ def demo(out, steps):
     for r in summary["runs"]:
         click.echo(f"{r['target']:>17} {r['ranks']:>5}  {r['steps_per_s']:8.1f}  {r['energy_drift_eV_atom_ps']:17.2e}  "
                    f"{r['max_abs_etotal_diff_vs_first_eV']:21.2e}  {r['folder']}")
+    a = summary["analysis"]
+    click.echo(f"analysed {a['frames']} frames of {a['trajectory']}: RDF first peak at {a['rdf_first_peak_A']:.2f} Å, "
+               f"MSD {a['msd_A2_at_last_lag']:.3g} Å^2 after {a['last_lag_steps']} steps (curves: {a['curves']})")
     click.echo(f"summary: {Path(out).resolve() / 'summary.json'}")
 
 

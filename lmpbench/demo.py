@@ -62,7 +62,7 @@ def run_demo(out: Path, steps: int = 200, echo=print) -> dict:
         echo(f"NVE, {steps} steps of 1 fs, {len(atoms)} atoms, {target} on {nprocs} MPI rank(s): {workdir}")
         screen = decks.run_deck(decks.template("nve_mlff.in"), workdir, nprocs=nprocs, variables={
             "data": data, "model": models[target], "elements": " ".join(ELEMENTS), "steps": steps, "dt": 0.001,
-            "temp": 600, "thermo_every": 10, "dump_every": 50})
+            "temp": 600, "thermo_every": 10, "dump_every": 10})
         runs[target, nprocs] = {"thermo": thermo_table(workdir / "log.lammps"), "timing": decks.loop_timings(screen)[-1],
                                 "dir": workdir}
 
@@ -84,5 +84,22 @@ def run_demo(out: Path, steps: int = 200, echo=print) -> dict:
             for (target, nprocs), r in runs.items()
         ],
     }
+    summary["analysis"] = analyse_trajectory(runs[RUNS[0]]["dir"] / "traj.dump", out / "analysis.npz")
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def analyse_trajectory(dump: Path, curves_file: Path) -> dict:
+    """The total RDF and the MSD (all time origins) of the demo's first run, from its dump."""
+    from lmpbench.analysis.msd import MSD
+    from lmpbench.analysis.rdf import RDF
+    from lmpbench.analysis.trajectory import TrajectoryReader
+
+    rdf, msd = RDF(r_max=6.0, bins=300), MSD(max_lag=10)
+    for frame in TrajectoryReader(dump):
+        rdf.accumulate(frame)
+        msd.accumulate(frame)
+    np.savez(curves_file, r_A=rdf.r, g=rdf.g, msd_A2=msd.msd_A2())
+    return {"trajectory": str(dump), "frames": rdf.frames, "curves": str(curves_file),
+            "rdf_first_peak_A": float(rdf.r[np.argmax(rdf.g)]), "msd_A2_at_last_lag": float(msd.msd_A2()[-1]),
+            "last_lag_steps": (msd.lags - 1) * 10}

@@ -199,3 +199,41 @@ def test_alanine_metadynamics_metrics(tmp_path):
     expected = np.histogram2d(*np.array(angles).T, bins=[edges, edges])[0]
     np.testing.assert_array_equal(curves["ramachandran_counts"], expected)
     assert result["metrics"]["fes"]["source"] == "metadynamics bias (COLVARS)"
+
+
+@pytest.mark.parametrize("system, elements", [("water", ["O", "H"]), ("lips", ["Li", "P", "S"])])
+def test_diffusivity_of_a_random_walk_run(tmp_path, system, elements):
+    """A run folder holding a Brownian trajectory of known D (written here as a LAMMPS dump with
+    image flags): analyze's D equals the definition evaluated directly on the diffusing species
+    (the paper's lag, first ps dropped for LiPS, all origins, centre of mass removed), in
+    1e-9 m^2/s, and is close to the true D."""
+    from lmpbench.analysis.run_metrics import METRIC_SETS
+
+    settings = METRIC_SETS[system]
+    rng = np.random.default_rng(21)
+    D, dt_ps, box, n_frames, n_atoms = 0.4, 0.1, 20.0, 1500, 96
+    types = np.arange(n_atoms) % len(elements) + 1
+    x = rng.uniform(0, box, (n_atoms, 3)) + np.cumsum(rng.normal(0, np.sqrt(2 * D * dt_ps), (n_frames, n_atoms, 3)), axis=0)
+    run_dir = tmp_path / system
+    run_dir.mkdir()
+    with open(run_dir / "traj.dump", "w") as f:
+        for k, frame in enumerate(x):
+            image = np.floor(frame / box).astype(int)
+            wrapped = frame - image * box
+            f.write(f"ITEM: TIMESTEP\n{10 * k}\nITEM: NUMBER OF ATOMS\n{n_atoms}\nITEM: BOX BOUNDS pp pp pp\n"
+                    + f"0 {box}\n" * 3 + "ITEM: ATOMS id type x y z ix iy iz\n")
+            f.writelines(f"{i + 1} {types[i]} {w[0]:.17g} {w[1]:.17g} {w[2]:.17g} {m[0]} {m[1]} {m[2]}\n"
+                         for i, (w, m) in enumerate(zip(wrapped, image)))
+    manifest = {"system": {"name": system, "category": "periodic", "dihedrals": {}}, "status": "finished",
+                "collapse": None, "type_elements": elements, "natoms": n_atoms, "model": {"kind": "classical"},
+                "protocol": {"dump_every": 10, "timestep_fs": 10.0, "ensemble": "nvt"}}
+    (run_dir / "run.json").write_text(json.dumps(manifest))
+    result = analyze(run_dir)["metrics"]["diffusivity"]
+
+    selected = x[round(settings.skip_ps / dt_ps):, types == elements.index(settings.diffusing) + 1]
+    selected = selected - selected.mean(axis=1, keepdims=True)
+    lag = round(settings.lag_ps / dt_ps)
+    msd = ((selected[lag:] - selected[:-lag]) ** 2).sum(axis=2).mean()
+    assert result["value"] == pytest.approx(msd / (6 * settings.lag_ps) * 0.1, rel=1e-9)
+    assert result["value"] == pytest.approx(D * 0.1, rel=0.25)
+    assert abs(result["fitted"]["value"] - D * 0.1) < 4 * result["fitted"]["standard_error"] + 0.05 * D * 0.1

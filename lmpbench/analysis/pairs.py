@@ -36,6 +36,18 @@ def smallest_width(cell: np.ndarray) -> float:
 
 
 @njit(cache=True)
+def _neighbour(c, offset, n, periodic):
+    """Cell c + offset along one direction: (cell, lattice vectors crossed, exists)."""
+    k = c + offset
+    if 0 <= k < n:
+        return k, 0, True
+    if not periodic:
+        return k, 0, False
+    shift = -1 if k < 0 else 1
+    return k - shift * n, shift, True
+
+
+@njit(cache=True)
 def _count_pairs(cart, grid, types, cell, pbc, ncells, r_max, bins, ntypes, counts):
     """cart: positions, wrapped into the cell along periodic directions; grid: the same in
     [0, 1] per direction, for the cell of each atom. Adds each unordered pair once to
@@ -68,26 +80,13 @@ def _count_pairs(cart, grid, types, cell, pbc, ncells, r_max, bins, ntypes, coun
     for home in range(nx * ny * nz):
         home_c[0], home_c[1], home_c[2] = home // (ny * nz), (home // nz) % ny, home % nz
         for ox in range(-1, 2):
-            kx, sx = home_c[0] + ox, 0
-            if kx < 0 or kx >= nx:
-                if not pbc[0]:
-                    continue
-                sx = -1 if kx < 0 else 1
-                kx -= sx * nx
+            kx, sx, inside_x = _neighbour(home_c[0], ox, nx, pbc[0])
             for oy in range(-1, 2):
-                ky, sy = home_c[1] + oy, 0
-                if ky < 0 or ky >= ny:
-                    if not pbc[1]:
-                        continue
-                    sy = -1 if ky < 0 else 1
-                    ky -= sy * ny
+                ky, sy, inside_y = _neighbour(home_c[1], oy, ny, pbc[1])
                 for oz in range(-1, 2):
-                    kz, sz = home_c[2] + oz, 0
-                    if kz < 0 or kz >= nz:
-                        if not pbc[2]:
-                            continue
-                        sz = -1 if kz < 0 else 1
-                        kz -= sz * nz
+                    kz, sz, inside_z = _neighbour(home_c[2], oz, nz, pbc[2])
+                    if not (inside_x and inside_y and inside_z):
+                        continue
                     other = (kx * ny + ky) * nz + kz
                     if other < home:
                         continue  # visited from the other cell; each (cell pair, image) once
