@@ -64,7 +64,11 @@ def _manifest(run_dir: Path) -> dict:
 
 
 def _type_of(manifest: dict, element: str | None) -> int | None:
-    return None if element is None else manifest["type_elements"].index(element) + 1
+    if element is None:
+        return None
+    if element not in manifest["type_elements"]:
+        raise AnalysisError(f"the run has no {element} atoms (its elements: {' '.join(manifest['type_elements'])})")
+    return manifest["type_elements"].index(element) + 1
 
 
 @dataclass
