@@ -247,13 +247,15 @@ def _parse_seeds(text: str) -> list[int]:
 @click.option("--test-data", type=click.Path(exists=True, dir_okay=False),
               help="Labelled frames (with energies and forces): adds the force/energy errors of the run's model.")
 @click.option("--test-frames", type=click.IntRange(min=1), help="Evaluate only the first N labelled frames.")
-def analyze(run_dir, reference, reference_every, test_data, test_frames):
+@click.option("--rdf-normalization", type=click.Choice(["paper", "n_n_minus_1"]), default="paper", show_default=True,
+              help="RDF density: N_A N_B / V (paper parity) or N_A (N_A - 1) / V for like pairs (a labelled variant).")
+def analyze(run_dir, reference, reference_every, test_data, test_frames, rdf_normalization):
     """Compute the benchmark's metrics of RUN_DIR; writes metrics.json and curves.npz there."""
     from lmpbench.analysis.run_metrics import AnalysisError, analyze as lib_analyze
     from lmpbench.analysis.trajectory import TrajectoryError
 
     try:
-        result = lib_analyze(run_dir, reference, reference_every, test_data, test_frames)
+        result = lib_analyze(run_dir, reference, reference_every, test_data, test_frames, rdf_normalization)
     except (AnalysisError, TrajectoryError, ValueError) as err:
         raise click.ClickException(str(err)) from None
     for name, metric in result["metrics"].items():

@@ -237,3 +237,17 @@ def test_diffusivity_of_a_random_walk_run(tmp_path, system, elements):
     assert result["value"] == pytest.approx(msd / (6 * settings.lag_ps) * 0.1, rel=1e-9)
     assert result["value"] == pytest.approx(D * 0.1, rel=0.25)
     assert abs(result["fitted"]["value"] - D * 0.1) < 4 * result["fitted"]["standard_error"] + 0.05 * D * 0.1
+
+
+def test_rdf_normalisation_variant_is_labelled(water_runs):
+    """N(N-1) for like pairs: g scales by N/(N-1) (64 O, 128 H), unlike pairs are unchanged."""
+    paper = analyze(water_runs[2])
+    g_paper = dict(np.load(water_runs[2] / "curves.npz"))
+    variant = analyze(water_runs[2], rdf_normalization="n_n_minus_1")
+    g_variant = dict(np.load(water_runs[2] / "curves.npz"))
+    assert paper["rdf_normalization"] == "paper" and variant["rdf_normalization"] == "n_n_minus_1"
+    np.testing.assert_allclose(g_variant["g_O-O"], g_paper["g_O-O"] * 64 / 63, rtol=1e-12)
+    np.testing.assert_allclose(g_variant["g_H-H"], g_paper["g_H-H"] * 128 / 127, rtol=1e-12)
+    np.testing.assert_array_equal(g_variant["g_H-O"], g_paper["g_H-O"])
+    with pytest.raises(AnalysisError, match="RDF normalisation must be one of"):
+        analyze(water_runs[2], rdf_normalization="other")

@@ -26,7 +26,7 @@ import numpy as np
 
 from lmpbench.analysis.geometry import BondStability, bond_lengths, bonds
 from lmpbench.analysis.msd import A2_PER_PS_TO_1E9_M2_S, MSD
-from lmpbench.analysis.rdf import RDF, DistanceHistogram, mae
+from lmpbench.analysis.rdf import NORMALIZATIONS, RDF, DistanceHistogram, mae
 from lmpbench.analysis.trajectory import TrajectoryReader, open_trajectory
 
 
@@ -118,9 +118,15 @@ def _reference(reference, manifest: dict, every: int) -> Reference | None:
     return ref
 
 
-def curves_of(frames, manifest: dict, settings: PeriodicSettings, until_step: int | None = None) -> dict:
+def _rdfs(manifest: dict, settings: PeriodicSettings, normalization: str) -> dict:
+    return {pair: RDF(RDF_R_MAX, RDF_BINS, _type_of(manifest, pair[0]), _type_of(manifest, pair[1]), normalization)
+            for pair in settings.pairs}
+
+
+def curves_of(frames, manifest: dict, settings: PeriodicSettings, until_step: int | None = None,
+              normalization: str = "paper") -> dict:
     """Partial RDFs over ``frames`` up to ``until_step``."""
-    rdfs = {pair: RDF(RDF_R_MAX, RDF_BINS, _type_of(manifest, pair[0]), _type_of(manifest, pair[1])) for pair in settings.pairs}
+    rdfs = _rdfs(manifest, settings, normalization)
     n = 0
     for frame in frames:
         if until_step is not None and frame.step > until_step:
@@ -139,8 +145,12 @@ def _pair_name(pair) -> str:
 
 
 def analyze(run_dir: str | Path, reference: str | Path | None = None, reference_every: int = 1,
-            test_data: str | Path | None = None, test_frames: int | None = None) -> dict:
-    """Metrics of ``run_dir`` (and errors against ``reference``); writes metrics.json and curves.npz."""
+            test_data: str | Path | None = None, test_frames: int | None = None,
+            rdf_normalization: str = "paper") -> dict:
+    """Metrics of ``run_dir`` (and errors against ``reference``); writes metrics.json and curves.npz.
+    ``rdf_normalization``: "paper" (N_A N_B / V, the default) or the labelled variant "n_n_minus_1"."""
+    if rdf_normalization not in NORMALIZATIONS:
+        raise AnalysisError(f"RDF normalisation must be one of {', '.join(NORMALIZATIONS)}, not {rdf_normalization!r}")
     run_dir = Path(run_dir)
     manifest = _manifest(run_dir)
     system = manifest["system"]
@@ -154,7 +164,8 @@ def analyze(run_dir: str | Path, reference: str | Path | None = None, reference_
         result["reference"] = ref.record()
 
     if system["name"] in METRIC_SETS:
-        _periodic(run_dir, ref, METRIC_SETS[system["name"]], manifest, frame_dt_ps, result, curves)
+        result["rdf_normalization"] = rdf_normalization
+        _periodic(run_dir, ref, METRIC_SETS[system["name"]], manifest, frame_dt_ps, result, curves, rdf_normalization)
     elif system["category"] == "molecule":
         _molecule(run_dir, ref, manifest, frame_dt_ps, result, curves)
     if protocol["ensemble"] == "nve":
@@ -169,18 +180,18 @@ def analyze(run_dir: str | Path, reference: str | Path | None = None, reference_
     return result
 
 
-def _periodic(run_dir, ref, settings, manifest, frame_dt_ps, result, curves):
+def _periodic(run_dir, ref, settings, manifest, frame_dt_ps, result, curves, normalization):
     metrics = result["metrics"]
     window = max(1, round(settings.window_ps / frame_dt_ps))
     stable_until = None
     if ref is not None:
-        ref_curves = curves_of(ref.frames(), manifest, settings)
+        ref_curves = curves_of(ref.frames(), manifest, settings, normalization=normalization)
         curves.update({f"g_ref_{k}": v for k, v in ref_curves["g"].items()})
         # sliding windows of the run against the reference's whole RDF
         rdfs, count, windows = None, 0, []
         for frame in TrajectoryReader(run_dir / "traj.dump"):
             if count % window == 0:
-                rdfs = {p: RDF(RDF_R_MAX, RDF_BINS, _type_of(manifest, p[0]), _type_of(manifest, p[1])) for p in settings.pairs}
+                rdfs = _rdfs(manifest, settings, normalization)
                 start_step = frame.step
             for rdf in rdfs.values():
                 rdf.accumulate(frame)
@@ -195,7 +206,8 @@ def _periodic(run_dir, ref, settings, manifest, frame_dt_ps, result, curves):
     last_step = result["run_collapse"]["step"] if result["run_collapse"] else None
     if stable_until is not None:
         last_step = stable_until if last_step is None else min(last_step, stable_until)
-    own = curves_of(TrajectoryReader(run_dir / "traj.dump"), manifest, settings, until_step=last_step)
+    own = curves_of(TrajectoryReader(run_dir / "traj.dump"), manifest, settings, until_step=last_step,
+                    normalization=normalization)
     curves["r"] = own["r"]
     curves.update({f"g_{k}": v for k, v in own["g"].items()})
     stable_ps = (own["frames"] - 1) * frame_dt_ps
@@ -205,7 +217,8 @@ def _periodic(run_dir, ref, settings, manifest, frame_dt_ps, result, curves):
                                "frames_used": own["frames"], "truncated_dump": own["truncated"]}
     if ref is not None:
         metrics["rdf_mae"] = {_pair_name(p): {"value": mae(own["g"][_pair_name(p)], ref_curves["g"][_pair_name(p)], RDF_R_MAX),
-                                              "definition": "mae(g, g_ref, 6) = mean|g - g_ref| x 6 (paper)"}
+                                              "definition": "mae(g, g_ref, 6) = mean|g - g_ref| x 6 (paper)",
+                                              "normalization": normalization + (" (paper)" if normalization == "paper" else " (variant)")}
                               for p in settings.pairs}
     metrics["diffusivity"] = _diffusivity(run_dir, manifest, settings, frame_dt_ps, stable_ps)
 
