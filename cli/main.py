@@ -256,8 +256,10 @@ def analyze(run_dir, reference, reference_every, test_data, test_frames, rdf_nor
 
     try:
         result = lib_analyze(run_dir, reference, reference_every, test_data, test_frames, rdf_normalization)
-    except (AnalysisError, TrajectoryError, ValueError) as err:
+    except (AnalysisError, TrajectoryError, ValueError, RuntimeError) as err:
         raise click.ClickException(str(err)) from None
+    except OSError as err:
+        raise click.ClickException(f"{err.filename or run_dir}: {err.strerror or err}") from None
     for name, metric in result["metrics"].items():
         if isinstance(metric, dict) and "value" in metric:
             value = metric["value"]

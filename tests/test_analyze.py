@@ -152,6 +152,20 @@ def test_bad_input(tmp_path, water_runs):
         analyze(water_runs[1], mol)
     result = CliRunner().invoke(cli, ["analyze", str(tmp_path)])
     assert result.exit_code == 1 and "Error: " in result.output and "run.json" in result.output
+    # a corrupt dump: one line naming it, and the results already written stay as they were
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(water_runs[1], broken)
+    analyze(broken)
+    before = {name: (broken / name).read_bytes() for name in ("metrics.json", "curves.npz")}
+    lines = (broken / "traj.dump").read_text().splitlines(keepends=True)
+    lines[200 * 3] = "1 2 3 not-a-number\n"
+    (broken / "traj.dump").write_text("".join(lines))
+    result = CliRunner().invoke(cli, ["analyze", str(broken)])
+    assert result.exit_code == 1 and "malformed atom lines" in result.output and len(result.output.splitlines()) == 1
+    assert {name: (broken / name).read_bytes() for name in before} == before
+    assert not list(broken.glob(".*partial*"))
 
 
 def test_pmf_of_a_separable_surface(tmp_path):

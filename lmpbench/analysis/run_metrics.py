@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,8 +176,12 @@ def analyze(run_dir: str | Path, reference: str | Path | None = None, reference_
     if test_data is not None:
         result["metrics"]["forces"] = _test_errors(manifest, test_data, test_frames)
 
-    (run_dir / "metrics.json").write_text(json.dumps(result, indent=2, default=float))
-    np.savez(run_dir / "curves.npz", **curves)
+    # written whole or not at all: a failure never leaves half a file or a pair that disagrees
+    staged_metrics, staged_curves = run_dir / ".metrics.json.partial", run_dir / ".curves.partial.npz"
+    staged_metrics.write_text(json.dumps(result, indent=2, default=float))
+    np.savez(staged_curves, **curves)
+    os.replace(staged_curves, run_dir / "curves.npz")
+    os.replace(staged_metrics, run_dir / "metrics.json")
     return result
 
 
