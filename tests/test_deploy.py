@@ -318,3 +318,31 @@ def test_force_energy_errors_on_an_mdsim_dataset(deployed, tmp_path):
     # extxyz stores 8 decimals: agreement to that
     assert via_npy["forces_mae_meV_A"] == pytest.approx(via_ase["forces_mae_meV_A"], rel=1e-6)
     assert via_npy["energy_mae_meV_atom"] == pytest.approx(via_ase["energy_mae_meV_atom"], rel=1e-6)
+
+
+def test_analyze_test_data_uses_the_runs_model(deployed, tmp_path):
+    """`lmpbench analyze RUN --test-data FILE`: the force column of the run's deployed model."""
+    import json
+
+    from ase.io import write
+    from click.testing import CliRunner
+
+    from lmpbench.analysis.errors import force_energy_errors
+    from lmpbench.cli.main import cli
+    from lmpbench.models.toy_nequip import emt_frames
+
+    write(tmp_path / "labelled.xyz", emt_frames(2, seed=97), format="extxyz")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "traj.dump").write_text("ITEM: TIMESTEP\n0\nITEM: NUMBER OF ATOMS\n1\nITEM: BOX BOUNDS pp pp pp\n"
+                                       "0 10\n0 10\n0 10\nITEM: ATOMS id type x y z\n1 1 1.0 1.0 1.0\n")
+    (run_dir / "run.json").write_text(json.dumps({
+        "system": {"name": "cuau", "category": "alloy", "dihedrals": {}}, "status": "finished", "collapse": None,
+        "type_elements": ["Cu", "Au"], "natoms": 1, "model": {"kind": "deployed", "file": str(deployed["aoti-local"])},
+        "protocol": {"dump_every": 10, "timestep_fs": 1.0, "ensemble": "nvt"}}))
+    result = CliRunner().invoke(cli, ["analyze", str(run_dir), "--test-data", str(tmp_path / "labelled.xyz")])
+    assert result.exit_code == 0, result.output
+    forces = json.loads((run_dir / "metrics.json").read_text())["metrics"]["forces"]
+    direct = force_energy_errors(deployed["aoti-local"], tmp_path / "labelled.xyz")
+    assert forces["value"] == direct["forces_mae_meV_A"] and forces["energy_mae_meV_atom"] == direct["energy_mae_meV_atom"]
+    assert forces["frames"] == 2 and "forces" in result.output
