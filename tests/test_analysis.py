@@ -288,6 +288,8 @@ def test_binary_dump_equals_text_dump(tmp_path):
             dump text all custom 100 t.dump id type x y z ix iy iz
             dump_modify text format float %.17g
             dump binary all custom 100 t.bin id type x y z ix iy iz
+            dump named all custom 100 named.dump id type element x y z ix iy iz
+            dump_modify named element Cu Au format float %.17g
             run 300"""))
         lmp.close()
     finally:
@@ -299,6 +301,11 @@ def test_binary_dump_equals_text_dump(tmp_path):
         np.testing.assert_array_equal(a.types, b.types)
         np.testing.assert_allclose(a.cell, b.cell, rtol=1e-15)
         assert a.unwrapped and b.unwrapped
+    # a column of words (element names) is read too, beside the same numbers
+    named = list(TrajectoryReader(tmp_path / "named.dump"))
+    for a, c in zip(text, named):
+        np.testing.assert_array_equal(a.positions, c.positions)
+        np.testing.assert_array_equal(c.extra["element"], np.where(c.types == 1, "Cu", "Au"))
 
 
 def _frame(step, positions, pbc=False):

@@ -4,8 +4,9 @@
 number parser (``text_numbers``: exact, about 200 MB/s), binary through ovito's reader. A
 frame holds the timestep, the cell (rows a, b, c, LAMMPS's lower-triangular form), the box
 origin, atom IDs, types and positions, sorted by ID. Positions are unwrapped when the dump has
-image flags (``ix iy iz``) or unwrapped columns (``xu yu zu``). Text is read in blocks, so
-memory holds a frame or two, whatever the trajectory's length.
+image flags (``ix iy iz``) or unwrapped columns (``xu yu zu``); other columns land in
+``Frame.extra`` (an ``element`` column as words). Text is read in blocks, so memory holds a
+frame or two, whatever the trajectory's length.
 
 A truncated last frame is reported (``TrajectoryReader.truncated``) and not returned, never
 misread: LAMMPS ends every line with a newline, so a last frame that lacks atom lines or its
@@ -65,6 +66,7 @@ def _cell(bounds: list[list[float]], tilted: bool) -> tuple[np.ndarray, np.ndarr
 
 _WRAPPED, _IMAGES, _UNWRAPPED = ("x", "y", "z"), ("ix", "iy", "iz"), ("xu", "yu", "zu")
 BLOCK_BYTES = 1 << 23  # text read per refill; a frame larger than this grows the buffer
+_TEXT_COLUMNS = ("element",)  # dump columns holding words, not numbers
 
 
 def _is_gzip(path: Path) -> bool:
@@ -218,6 +220,9 @@ class TrajectoryReader:
                     return None
             text.pos = end
             return True
+        header_words = header[4].decode().split()
+        if any(c in _TEXT_COLUMNS for c in columns):
+            return self._frame_with_text_columns(text, step, natoms, columns, bounds, header_words)
         data = np.empty((natoms, len(columns)))
         while True:
             end, status = text_numbers.parse_rows(np.frombuffer(text.data, np.uint8), text.pos, natoms, len(columns), data)
@@ -233,8 +238,34 @@ class TrajectoryReader:
         if status == text_numbers.INEXACT:  # beyond the exact fast path: Python's float, exact
             data = np.array(text.data[text.pos:end].split(), dtype=float).reshape(natoms, len(columns))
         text.pos = end
-        header_words = header[4].decode().split()
         return self._frame(step, bounds, "xy" in header_words, header_words[3:], columns, data)
+
+    def _frame_with_text_columns(self, text, step, natoms, columns, bounds, header_words) -> Frame | None:
+        """A dump with words among its columns (``element``): Python's split, slower; the words
+        land in ``Frame.extra``."""
+        lines = text.lines(natoms)
+        if lines is None:
+            self._cut(f"at step {step} is truncated")
+            return None
+        rows = [line.split() for line in lines]
+        numeric = [k for k, c in enumerate(columns) if c not in _TEXT_COLUMNS]
+        try:
+            for k, row in enumerate(rows):
+                if len(row) != len(columns):
+                    raise ValueError(k)
+            data = np.array([[row[k] for k in numeric] for row in rows], dtype=float).reshape(natoms, len(numeric))
+        except ValueError:
+            bad = next((k for k, row in enumerate(rows) if len(row) != len(columns)), None)
+            where = f" (atom line {bad + 1})" if bad is not None else ""
+            raise TrajectoryError(f"{self.path}: frame at step {step} has malformed atom lines{where}") from None
+        words = {c: np.array([row[k].decode() for row in rows]) for k, c in enumerate(columns) if c in _TEXT_COLUMNS}
+        numeric_columns = [columns[k] for k in numeric]
+        if "id" in numeric_columns:  # sort the words as _frame sorts the numbers
+            order = np.argsort(data[:, numeric_columns.index("id")], kind="stable")
+            data, words = data[order], {c: w[order] for c, w in words.items()}
+        frame = self._frame(step, bounds, "xy" in header_words, header_words[3:], numeric_columns, data)
+        frame.extra.update(words)
+        return frame
 
     def _frame(self, step, bounds, tilted, boundary_words, columns, data) -> Frame:
         col = {name: k for k, name in enumerate(columns)}
