@@ -73,6 +73,13 @@ class RDF(_Histogram):
         self.frames += 1
         return self
 
+    def merge(self, other: "RDF") -> "RDF":
+        """Add the frames another RDF of the same pair, bins and normalisation has seen."""
+        self._counts += other._counts
+        self._density_sum += other._density_sum
+        self.frames += other.frames
+        return self
+
     @property
     def g(self) -> np.ndarray:
         self._require_frames()

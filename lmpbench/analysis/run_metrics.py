@@ -88,10 +88,10 @@ class Reference:
     def file(self) -> Path:
         return self.path / "traj.dump" if self.is_run else self.path
 
-    def frames(self, stop: int | None = None):
+    def frames(self):
         if self.is_run:
-            return TrajectoryReader(self.file, stop=stop, step=self.every)
-        return open_trajectory(self.file, self.elements, stop=stop, step=self.every)
+            return TrajectoryReader(self.file, step=self.every)
+        return open_trajectory(self.file, self.elements, step=self.every)
 
     def record(self) -> dict:
         digest = hashlib.sha256()
@@ -124,14 +124,11 @@ def _rdfs(manifest: dict, settings: PeriodicSettings, normalization: str) -> dic
             for pair in settings.pairs}
 
 
-def curves_of(frames, manifest: dict, settings: PeriodicSettings, until_step: int | None = None,
-              normalization: str = "paper") -> dict:
-    """Partial RDFs over ``frames`` up to ``until_step``."""
+def curves_of(frames, manifest: dict, settings: PeriodicSettings, normalization: str = "paper") -> dict:
+    """Partial RDFs over all of ``frames`` (the reference's)."""
     rdfs = _rdfs(manifest, settings, normalization)
     n = 0
     for frame in frames:
-        if until_step is not None and frame.step > until_step:
-            break
         for rdf in rdfs.values():
             rdf.accumulate(frame)
         n += 1
@@ -188,40 +185,62 @@ def analyze(run_dir: str | Path, reference: str | Path | None = None, reference_
 def _periodic(run_dir, ref, settings, manifest, frame_dt_ps, result, curves, normalization):
     metrics = result["metrics"]
     window = max(1, round(settings.window_ps / frame_dt_ps))
-    stable_until = None
+    ref_g = None
     if ref is not None:
         ref_curves = curves_of(ref.frames(), manifest, settings, normalization=normalization)
-        curves.update({f"g_ref_{k}": v for k, v in ref_curves["g"].items()})
-        # sliding windows of the run against the reference's whole RDF
-        rdfs, count, windows = None, 0, []
-        for frame in TrajectoryReader(run_dir / "traj.dump"):
-            if count % window == 0:
-                rdfs = _rdfs(manifest, settings, normalization)
-                start_step = frame.step
-            for rdf in rdfs.values():
-                rdf.accumulate(frame)
-            count += 1
-            if count % window == 0:
-                error = max(mae(rdfs[p].g, ref_curves["g"][_pair_name(p)], RDF_R_MAX) for p in settings.pairs)
-                windows.append((start_step, frame.step, error))
-                if error > settings.threshold and stable_until is None:
-                    stable_until = start_step
+        ref_g = ref_curves["g"]
+        curves.update({f"g_ref_{k}": v for k, v in ref_g.items()})
+    collapse_step = result["run_collapse"]["step"] if result["run_collapse"] else None
+    # One pass over the run: consecutive windows against the reference's whole RDF, and the
+    # run's own RDF over its stable part (the windows before the first that fails, plus that
+    # window's first frame, none past the run's own collapse). Pair counts are cached per
+    # frame, so a frame counted twice is counted once.
+    own, windows, failed, pending = _rdfs(manifest, settings, normalization), [], False, False
+    reader = TrajectoryReader(run_dir / "traj.dump")
+    for count, frame in enumerate(reader):
+        if count % window == 0:
+            in_window, stable_part, first = _rdfs(manifest, settings, normalization), _rdfs(manifest, settings, normalization), frame
+        for pair in settings.pairs:
+            in_window[pair].accumulate(frame)
+            if collapse_step is None or frame.step <= collapse_step:
+                stable_part[pair].accumulate(frame)
+        pending = True
+        if (count + 1) % window:
+            continue
+        pending = False
+        error = None
+        if ref_g is not None:
+            error = max(mae(in_window[p].g, ref_g[_pair_name(p)], RDF_R_MAX) for p in settings.pairs)
+            windows.append((first.step, frame.step, error))
+        if failed:
+            continue
+        if error is not None and error > settings.threshold:
+            failed = True
+            if collapse_step is None or first.step <= collapse_step:
+                for rdf in own.values():
+                    rdf.accumulate(first)
+        else:
+            for pair, rdf in own.items():
+                rdf.merge(stable_part[pair])
+    if pending and not failed:  # the last, incomplete window
+        for pair, rdf in own.items():
+            rdf.merge(stable_part[pair])
+    frames_used = next(iter(own.values())).frames
+    if frames_used == 0:
+        raise AnalysisError(f"{run_dir}: no frame to analyse")
+    if ref_g is not None:
         metrics["rdf_window_errors"] = {"windows": windows, "window_ps": settings.window_ps,
                                         "threshold": settings.threshold, "reference_frames": ref_curves["frames"]}
-    last_step = result["run_collapse"]["step"] if result["run_collapse"] else None
-    if stable_until is not None:
-        last_step = stable_until if last_step is None else min(last_step, stable_until)
-    own = curves_of(TrajectoryReader(run_dir / "traj.dump"), manifest, settings, until_step=last_step,
-                    normalization=normalization)
-    curves["r"] = own["r"]
-    curves.update({f"g_{k}": v for k, v in own["g"].items()})
-    stable_ps = (own["frames"] - 1) * frame_dt_ps
+    own_g = {_pair_name(p): rdf.g for p, rdf in own.items()}
+    curves["r"] = next(iter(own.values())).r
+    curves.update({f"g_{k}": v for k, v in own_g.items()})
+    stable_ps = (frames_used - 1) * frame_dt_ps
     metrics["stability_ps"] = {"value": stable_ps, "unit": "ps",
                                "definition": f"time before the first {settings.window_ps} ps window whose RDF error "
                                              f"exceeds {settings.threshold} (or the run's own collapse)",
-                               "frames_used": own["frames"], "truncated_dump": own["truncated"]}
-    if ref is not None:
-        metrics["rdf_mae"] = {_pair_name(p): {"value": mae(own["g"][_pair_name(p)], ref_curves["g"][_pair_name(p)], RDF_R_MAX),
+                               "frames_used": frames_used, "truncated_dump": reader.truncated}
+    if ref_g is not None:
+        metrics["rdf_mae"] = {_pair_name(p): {"value": mae(own_g[_pair_name(p)], ref_g[_pair_name(p)], RDF_R_MAX),
                                               "definition": "mae(g, g_ref, 6) = mean|g - g_ref| x 6 (paper)",
                                               "normalization": normalization + (" (paper)" if normalization == "paper" else " (variant)")}
                               for p in settings.pairs}
