@@ -62,7 +62,6 @@ class MSD:
         self.atom_type, self.remove_com, self.max_lag = atom_type, remove_com, max_lag
         self.block_frames = None if max_lag is None else max(max_lag, MIN_BLOCK_FRAMES)
         self.frames = 0
-        self.first_step: int | None = None
         self.last_step: int | None = None
         self._block: np.ndarray | list | None = None  # the block being filled ([B, N, 3]; a list without max_lag)
         self._filled = 0  # frames in it
@@ -81,7 +80,6 @@ class MSD:
             raise ValueError(f"the number of selected atoms changed at step {frame.step}")
         if self._d_total is None:
             self._d_total = np.zeros(len(x))
-            self.first_step = frame.step
             self._block = [] if self.block_frames is None else np.empty((self.block_frames, len(x), 3))
         if self.block_frames is None:
             self._block.append(np.empty((len(x), 3)))

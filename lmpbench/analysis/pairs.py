@@ -25,14 +25,15 @@ from numba import njit
 from lmpbench.analysis.trajectory import Frame
 
 
-def face_widths(cell: np.ndarray) -> np.ndarray:
-    """Distances between opposite faces of the cell (Å): 1 / |reciprocal vector|, per direction."""
-    return 1.0 / np.sqrt((np.linalg.inv(cell) ** 2).sum(axis=0))
+def _face_widths(inverse: np.ndarray) -> np.ndarray:
+    """Distances between opposite faces of the cell (Å) from the inverse of its rows:
+    1 / |reciprocal vector|, per direction."""
+    return 1.0 / np.sqrt((inverse**2).sum(axis=0))
 
 
 def smallest_width(cell: np.ndarray) -> float:
     """The smallest distance between opposite faces of the cell (Å)."""
-    return float(face_widths(cell).min())
+    return float(_face_widths(np.linalg.inv(cell)).min())
 
 
 @njit(cache=True)
@@ -118,7 +119,7 @@ def pair_counts(frame: Frame, r_max: float, bins: int, types: frozenset[int] | N
             return counts
     cell = np.ascontiguousarray(frame.cell, dtype=np.float64)
     inverse = np.linalg.inv(cell)
-    widths = 1.0 / np.sqrt((inverse**2).sum(axis=0))  # face_widths, with the inverse reused
+    widths = _face_widths(inverse)
     if any(frame.pbc) and r_max > widths.min() / 2 + 1e-9:
         raise ValueError(f"r_max {r_max} Å exceeds half the cell's smallest width "
                          f"({widths.min() / 2:.3f} Å) at step {frame.step}")

@@ -320,13 +320,13 @@ def _free_energy(run_dir, ref, manifest, result, curves):
             rama.accumulate(frame)
         return rama
 
-    def surface(path: Path | None, frames) -> tuple[FreeEnergySurface | None, str, Ramachandran | None]:
-        if path is not None and (path / "metad.pmf").is_file():
-            return FreeEnergySurface.from_colvars_pmf(path / "metad.pmf"), "metadynamics bias (COLVARS)", None
-        rama = histogram(frames)
+    def from_histogram(rama, what: str) -> tuple[FreeEnergySurface, str]:
         if rama.frames == 0:
-            return None, "no frames", rama
-        return rama.surface(), f"histogram of {rama.frames} frames ({rama.empty_bins} empty bins at one count)", rama
+            raise AnalysisError(f"{what}: no frames for a free-energy surface")
+        return rama.surface(), f"histogram of {rama.frames} frames ({rama.empty_bins} empty bins at one count)"
+
+    def from_bias(folder: Path) -> tuple[FreeEnergySurface, str]:
+        return FreeEnergySurface.from_colvars_pmf(folder / "metad.pmf"), "metadynamics bias (COLVARS)"
 
     is_metad = manifest["protocol"]["ensemble"] == "langevin_metad"
     own_rama = histogram(TrajectoryReader(run_dir / "traj.dump"))
@@ -334,15 +334,15 @@ def _free_energy(run_dir, ref, manifest, result, curves):
     if is_metad and not (run_dir / "metad.pmf").is_file():
         result["metrics"]["fes"] = {"value": None, "reason": "no metad.pmf (COLVARS writes it at the end of a run)"}
         return
-    fes, source = (FreeEnergySurface.from_colvars_pmf(run_dir / "metad.pmf"), "metadynamics bias (COLVARS)") if is_metad \
-        else (own_rama.surface(), f"histogram of {own_rama.frames} frames ({own_rama.empty_bins} empty bins at one count)")
+    fes, source = from_bias(run_dir) if is_metad else from_histogram(own_rama, str(run_dir))
     curves.update(phi_deg=fes.phi_deg, psi_deg=fes.psi_deg, fes_kJ_mol=fes.free_energy_kJ_mol,
                   pmf_phi=fes.pmf("phi"), pmf_psi=fes.pmf("psi"))
     result["metrics"]["fes"] = {"value": None, "source": source, "reason": "a surface: see curves.npz"}
     if ref is not None:
-        ref_fes, ref_source, _ = surface(ref.path if ref.is_run else None, ref.frames())
-        if ref_fes is None:
-            raise AnalysisError(f"reference {ref.path}: no frames for a free-energy surface")
+        if ref.is_run and (ref.path / "metad.pmf").is_file():
+            ref_fes, ref_source = from_bias(ref.path)
+        else:
+            ref_fes, ref_source = from_histogram(histogram(ref.frames()), f"reference {ref.path}")
         curves.update(fes_ref_kJ_mol=ref_fes.free_energy_kJ_mol, pmf_ref_phi=ref_fes.pmf("phi"), pmf_ref_psi=ref_fes.pmf("psi"))
         result["metrics"]["pmf_mae"] = {
             axis: {"value": mae(fes.pmf(axis), ref_fes.pmf(axis), 6.28), "unit": "kJ/mol rad", "reference_source": ref_source,
