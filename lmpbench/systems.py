@@ -1,14 +1,19 @@
-"""Benchmark systems and simulation protocols, as data (``../shared/BENCHMARK_SPEC.md``).
+"""Benchmark systems and simulation protocols, as data (``docs/benchmark.md``).
 
 ``PROTOCOLS`` and ``SYSTEMS`` are registries: one declarative entry per protocol or system,
 duplicate names rejected. Users add systems from a TOML file (``load_user_systems``) with
 the same fields. Every protocol value can be overridden per run (``Protocol.replace``).
+Every protocol value is checked against ``PROTOCOL_RULES`` whenever a ``Protocol`` is made
+(built-in, from a systems file, or by an override), so a bad value is refused before a run
+folder exists.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -41,6 +46,9 @@ class Protocol:
     metad_sigma_rad: float = 0.35
     metad_bias_factor: float = 6.0
 
+    def __post_init__(self):
+        validate_protocol(self)
+
     @property
     def steps(self) -> int:
         return round(self.length_ps * 1000.0 / self.timestep_fs)
@@ -62,6 +70,58 @@ ENSEMBLE_TEMPLATES = {
     "npt": "npt_nose_hoover.in",
     "langevin_metad": "langevin_metad.in",
 }
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a protocol value must be: ``demand`` words it for the error message."""
+
+    demand: str
+    holds: Callable[[object], bool]
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+POSITIVE = Rule("a positive finite number", lambda v: _is_number(v) and v > 0)
+FINITE = Rule("a finite number", _is_number)
+POSITIVE_INT = Rule("a positive integer", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0)
+ABOVE_ONE = Rule("a finite number greater than 1", lambda v: _is_number(v) and v > 1)
+ENSEMBLE = Rule(f"one of {', '.join(ENSEMBLE_TEMPLATES)}", lambda v: isinstance(v, str) and v in ENSEMBLE_TEMPLATES)
+
+# every Protocol field but its name, with the rule its value must meet (checked in this order)
+PROTOCOL_RULES: dict[str, Rule] = {
+    "ensemble": ENSEMBLE,
+    "timestep_fs": POSITIVE,
+    "temperature_K": POSITIVE,
+    "length_ps": POSITIVE,
+    "dump_every": POSITIVE_INT,
+    "thermostat_damp_steps": POSITIVE,
+    "pressure_bar": FINITE,  # a negative pressure (tension) is a valid target
+    "barostat_damp_steps": POSITIVE,
+    "friction_per_fs": POSITIVE,
+    "metad_pace": POSITIVE_INT,
+    "metad_height_kJ_mol": POSITIVE,
+    "metad_sigma_rad": POSITIVE,
+    "metad_bias_factor": ABOVE_ONE,  # well-tempered: bias temperature (factor - 1) T must be positive
+}
+
+
+def validate_protocol(protocol: Protocol) -> None:
+    """Refuse a protocol value its rule rejects, or a length of zero steps: one line naming
+    the protocol, the field and the value."""
+    for name, rule in PROTOCOL_RULES.items():
+        value = getattr(protocol, name)
+        if not rule.holds(value):
+            raise SystemError(f"protocol {protocol.name}: {name} must be {rule.demand}, got {value!r}")
+    steps = protocol.length_ps * 1000.0 / protocol.timestep_fs
+    if not math.isfinite(steps):
+        raise SystemError(f"protocol {protocol.name}: length_ps {protocol.length_ps!r} at timestep_fs "
+                          f"{protocol.timestep_fs!r} gives too many steps")
+    if protocol.steps < 1:
+        raise SystemError(f"protocol {protocol.name}: length_ps {protocol.length_ps!r} is shorter than one timestep "
+                          f"(timestep_fs {protocol.timestep_fs!r}): zero steps")
 
 
 @dataclass(frozen=True)
@@ -195,3 +255,5 @@ def _build(cls, name, fields, path, builtin):
         return cls(name=name, **fields)
     except TypeError as err:
         raise SystemError(f"{path}: {cls.__name__.lower()} {name!r}: {err}") from None
+    except SystemError as err:  # a value its rule rejects (PROTOCOL_RULES)
+        raise SystemError(f"{path}: {err}") from None
