@@ -165,10 +165,11 @@ def run_cmd(model, system_name, seed, out, structure, systems_file, steps, lengt
     try:
         user_systems, user_protocols = systems.load_user_systems(systems_file) if systems_file else ({}, {})
         system = systems.get_system(system_name, user_systems)
-        protocol = systems.get_protocol(system.protocol, user_protocols).replace(
-            length_ps=length_ps, timestep_fs=timestep_fs, temperature_K=temperature_K, dump_every=dump_every,
-            ensemble=ensemble)
-        protocol = protocol.replace(**systems.parse_assignments(protocol, protocol_set))
+        base = systems.get_protocol(system.protocol, user_protocols)
+        # one replace, so the protocol is validated as a whole (--set wins over the options)
+        protocol = base.replace(**{**dict(length_ps=length_ps, timestep_fs=timestep_fs, temperature_K=temperature_K,
+                                          dump_every=dump_every, ensemble=ensemble),
+                                   **systems.parse_assignments(base, protocol_set)})
         config = runner.RunConfig(system=system, protocol=protocol, model=model, seed=seed, out=Path(out),
                                   structure=Path(structure) if structure else None, steps=steps, chunk_steps=chunk_steps,
                                   checkpoint_minutes=checkpoint_minutes, dump_extra=tuple(dump_extra), device=device,
@@ -238,37 +239,124 @@ def _parse_seeds(text: str) -> list[int]:
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("path", type=click.Path(exists=True))
 @click.option("--reference", type=click.Path(exists=True),
               help="Reference: a run folder of the same system (e.g. its classical run) or a reference data file "
                    "(MD17 .npz, MDsim .npy, extxyz, LAMMPS dump).")
 @click.option("--reference-every", type=click.IntRange(min=1), default=1, show_default=True,
               help="Use every K-th reference frame (space them like the run's frames).")
 @click.option("--test-data", type=click.Path(exists=True, dir_okay=False),
-              help="Labelled frames (with energies and forces): adds the force/energy errors of the run's model.")
+              help="Run folders: labelled frames (energies and forces) for the force/energy errors of the run's model.")
 @click.option("--test-frames", type=click.IntRange(min=1), help="Evaluate only the first N labelled frames.")
 @click.option("--rdf-normalization", type=click.Choice(["paper", "n_n_minus_1"]), default="paper", show_default=True,
               help="RDF density: N_A N_B / V (paper parity) or N_A (N_A - 1) / V for like pairs (a labelled variant).")
-def analyze(run_dir, reference, reference_every, test_data, test_frames, rdf_normalization):
-    """Compute the benchmark's metrics of RUN_DIR; writes metrics.json and curves.npz there."""
-    from lmpbench.analysis.run_metrics import AnalysisError, analyze as lib_analyze
+@click.option("--elements", multiple=True, metavar="E1,E2,...",
+              help="Trajectory files: the element of each atom type, in type order (O,H or repeated).")
+@click.option("--data", "data_file", type=click.Path(exists=True, dir_okay=False),
+              help="Trajectory files: a LAMMPS data file whose Masses give the masses (and elements) of the types.")
+@click.option("--timestep-fs", type=click.FloatRange(min=0, min_open=True),
+              help="Trajectory files: the MD timestep (default: the --system's protocol).")
+@click.option("--every", type=click.IntRange(min=1),
+              help="Trajectory files: MD steps between frames (default: from the dump's step numbers).")
+@click.option("--system", "system_name", help="Trajectory files: apply this benchmark system's metric set.")
+@click.option("--rdf", "rdf_pairs", multiple=True, metavar="A-B",
+              help="Trajectory files: a partial RDF to compute, e.g. O-O (repeatable; 'all' for all atoms).")
+@click.option("--msd", "msd_species", multiple=True, metavar="SPECIES",
+              help="Trajectory files: MSD and diffusivity of a species, e.g. O, or Li,P (one selection), or all.")
+@click.option("--lag-ps", type=click.FloatRange(min=0, min_open=True),
+              help="Trajectory files: the MSD lag for D (default: half the trajectory).")
+@click.option("--r-max", type=click.FloatRange(min=0, min_open=True), default=6.0, show_default=True,
+              help="Trajectory files: RDF range (Å) of --rdf.")
+@click.option("--bins", type=click.IntRange(min=1), default=500, show_default=True, help="RDF bins of --rdf.")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Trajectory files: folder for metrics.json and curves.npz (default: beside the file).")
+@click.option("--plot", is_flag=True, help="Also write PNG plots of the curves.")
+def analyze(path, reference, reference_every, test_data, test_frames, rdf_normalization, elements, data_file,
+            timestep_fs, every, system_name, rdf_pairs, msd_species, lag_ps, r_max, bins, out, plot):
+    """Compute the benchmark's metrics of PATH, a run folder (`lmpbench run`) or a trajectory
+    file (LAMMPS dump, extxyz, ASE .traj); writes metrics.json and curves.npz.
+
+    \b
+    A trajectory file needs the element of each atom type (--elements O,H, --data FILE or an
+    element column in the dump) and what to compute: a benchmark system's metric set
+    (--system water) or custom metrics (--rdf O-O --rdf O-H --msd O).
+    """
+    from lmpbench.analysis import run_metrics
     from lmpbench.analysis.trajectory import TrajectoryError
 
+    trajectory_options = {"--elements": elements, "--data": data_file, "--timestep-fs": timestep_fs, "--every": every,
+                          "--system": system_name, "--rdf": rdf_pairs, "--msd": msd_species, "--lag-ps": lag_ps,
+                          "--out": out}
     try:
-        result = lib_analyze(run_dir, reference, reference_every, test_data, test_frames, rdf_normalization)
-    except (AnalysisError, TrajectoryError, ValueError, RuntimeError) as err:
+        if Path(path).is_dir():
+            given = [name for name, value in trajectory_options.items() if value]
+            if given:
+                raise click.UsageError(f"{path} is a run folder: it records what {', '.join(given)} would say; "
+                                       "these options are for trajectory files")
+            result = run_metrics.analyze(path, reference, reference_every, test_data, test_frames, rdf_normalization)
+            out_dir = Path(path)
+        else:
+            if test_data:
+                raise click.UsageError("--test-data evaluates a run folder's model; PATH is a trajectory file")
+            custom = None
+            if rdf_pairs or msd_species or lag_ps:
+                custom = run_metrics.CustomMetrics(tuple(_pair(p) for p in rdf_pairs),
+                                                   tuple(_species(s) for s in msd_species), lag_ps, r_max, bins)
+            result = run_metrics.analyze_trajectory(
+                path, elements=_words(elements) or None, data_file=data_file, timestep_fs=timestep_fs, every=every,
+                system=system_name, custom=custom, reference=reference, reference_every=reference_every, out=out,
+                rdf_normalization=rdf_normalization)
+            out_dir = Path(out) if out else Path(path).parent
+    except (run_metrics.AnalysisError, TrajectoryError, ValueError, RuntimeError) as err:
         raise click.ClickException(str(err)) from None
     except OSError as err:
-        raise click.ClickException(f"{err.filename or run_dir}: {err.strerror or err}") from None
-    for name, metric in result["metrics"].items():
+        raise click.ClickException(f"{err.filename or path}: {err.strerror or err}") from None
+    for line in _metric_lines(result["metrics"]):
+        click.echo(line)
+    click.echo(f"wrote {out_dir / 'metrics.json'} and curves.npz")
+    if plot:
+        from lmpbench.analysis.plots import plot_curves
+
+        pictures = plot_curves(out_dir / "curves.npz")
+        click.echo("plots: " + (", ".join(str(p) for p in pictures) if pictures else "none (no curves)"))
+
+
+def _words(values) -> list[str]:
+    """Repeated or comma/space-separated option values as one list."""
+    return [w for value in values for w in value.replace(",", " ").split()]
+
+
+def _pair(text: str):
+    if text == "all":
+        return (None, None)
+    a, sep, b = text.partition("-")
+    if not sep or not a or not b:
+        raise click.BadParameter(f"{text!r}: give a pair of elements as A-B, e.g. O-H, or 'all'", param_hint="--rdf")
+    return (a, b)
+
+
+def _species(text: str) -> tuple[str, ...]:
+    return () if text == "all" else tuple(_words([text]))
+
+
+def _metric_lines(metrics: dict) -> list[str]:
+    """A short summary: one line per value, with its unit or why it is missing."""
+    lines = []
+
+    def line(name, metric):
+        value = metric["value"]
+        text = f"{name:20s} {value if value is None else f'{value:.6g}'} {metric.get('unit', '')}"
+        if value is None and "reason" in metric:
+            text += f"  ({metric['reason']})"
+        lines.append(text.rstrip())
+
+    for name, metric in metrics.items():
         if isinstance(metric, dict) and "value" in metric:
-            value = metric["value"]
-            click.echo(f"{name:16s} {value if value is None else f'{value:.6g}'} {metric.get('unit', '')}"
-                       + (f"  ({metric['reason']})" if value is None and "reason" in metric else ""))
-        elif name == "rdf_mae":
-            for pair, m in metric.items():
-                click.echo(f"rdf_mae {pair:8s} {m['value']:.6g}")
-    click.echo(f"wrote {Path(run_dir) / 'metrics.json'} and curves.npz")
+            line(name, metric)
+        elif name in ("rdf_mae", "pmf_mae", "diffusivity") and isinstance(metric, dict):
+            for key, sub in metric.items():
+                line(f"{name} {key}", sub)
+    return lines
 
 
 @cli.command()
@@ -306,7 +394,8 @@ def demo(out, steps):
                    f"{r['max_abs_etotal_diff_vs_first_eV']:21.2e}  {r['folder']}")
     a = summary["analysis"]
     click.echo(f"analysed {a['frames']} frames of {a['trajectory']}: RDF first peak at {a['rdf_first_peak_A']:.2f} Å, "
-               f"MSD {a['msd_A2_at_last_lag']:.3g} Å^2 after {a['last_lag_steps']} steps (curves: {a['curves']})")
+               f"MSD {a['msd_A2_at_last_lag']:.3g} Å^2 after {a['last_lag_steps']} steps")
+    click.echo(f"analysis: {a['metrics']}, curves {a['curves']}, plots {', '.join(a['plots'])}")
     click.echo(f"summary: {Path(out).resolve() / 'summary.json'}")
 
 

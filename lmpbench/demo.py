@@ -4,7 +4,8 @@ Grows with the project; today: a tiny NequIP model trained here on EMT data (CuA
 15 s), deployed with ``lmpbench deploy`` to the fast single-rank path and to the exact
 multi-rank path (each deploy checks itself against nequip's ASE calculator), NVE in LAMMPS
 through pair style mlff (fast path on one rank, exact path on one and on two ranks), and
-a first analysis: energy conservation, agreement of the paths, speed.
+a first analysis: energy conservation, agreement of the paths, speed, and the first run's
+dump analysed as any trajectory file (RDFs, MSD, plots).
 """
 
 from __future__ import annotations
@@ -84,22 +85,24 @@ def run_demo(out: Path, steps: int = 200, echo=print) -> dict:
             for (target, nprocs), r in runs.items()
         ],
     }
-    summary["analysis"] = analyse_trajectory(runs[RUNS[0]]["dir"] / "traj.dump", out / "analysis.npz")
+    summary["analysis"] = analyse_trajectory(runs[RUNS[0]]["dir"] / "traj.dump", out / "analysis")
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
-def analyse_trajectory(dump: Path, curves_file: Path) -> dict:
-    """The total RDF and the MSD (all time origins) of the demo's first run, from its dump."""
-    from lmpbench.analysis.msd import MSD
-    from lmpbench.analysis.rdf import RDF
-    from lmpbench.analysis.trajectory import TrajectoryReader
+def analyse_trajectory(dump: Path, out: Path, timestep_fs: float = 1.0) -> dict:
+    """The demo's first run analysed as any LAMMPS dump would be (``lmpbench analyze FILE``):
+    total and Cu-Au RDFs, the MSD over all time origins with the mass-weighted centre of mass
+    removed, and PNG plots of both."""
+    from lmpbench.analysis.plots import plot_curves
+    from lmpbench.analysis.run_metrics import CustomMetrics, analyze_trajectory
 
-    rdf, msd = RDF(r_max=6.0, bins=300), MSD(max_lag=10)
-    for frame in TrajectoryReader(dump):
-        rdf.accumulate(frame)
-        msd.accumulate(frame)
-    np.savez(curves_file, r_A=rdf.r, g=rdf.g, msd_A2=msd.msd_A2())
-    return {"trajectory": str(dump), "frames": rdf.frames, "curves": str(curves_file),
-            "rdf_first_peak_A": float(rdf.r[np.argmax(rdf.g)]), "msd_A2_at_last_lag": float(msd.msd_A2()[-1]),
-            "last_lag_steps": (msd.lags - 1) * 10}
+    result = analyze_trajectory(dump, elements=ELEMENTS, timestep_fs=timestep_fs, out=out,
+                                custom=CustomMetrics(rdf_pairs=((None, None), ("Cu", "Au")), msd=((),)))
+    plots = plot_curves(out / "curves.npz")
+    with np.load(out / "curves.npz") as curves:
+        r, g, msd, lag_ps = curves["r"], curves["g_all"], curves["msd_all"], curves["msd_lag_ps"]
+    return {"trajectory": str(dump), "frames": result["metrics"]["rdf"]["frames_used"],
+            "curves": str(out / "curves.npz"), "metrics": str(out / "metrics.json"), "plots": [str(p) for p in plots],
+            "rdf_first_peak_A": float(r[np.argmax(g)]), "msd_A2_at_last_lag": float(msd[-1]),
+            "last_lag_steps": round(lag_ps[-1] * 1000.0 / timestep_fs)}

@@ -39,6 +39,7 @@ import numpy as np
 
 from lmpbench import __version__
 from lmpbench.decks import template
+from lmpbench.manifest import MANIFEST_FORMAT
 from lmpbench.stop_signals import StopSignal
 from lmpbench.systems import Protocol, System
 
@@ -488,6 +489,7 @@ def _new_manifest(config: RunConfig, config_hash: str, lmp, variables: dict, ato
 
         model["metadata"] = read_deployed_metadata(config.model)
     return {
+        "manifest_format": MANIFEST_FORMAT,
         "lmpbench_version": __version__,
         "config_sha256": config_hash,
         "system": dataclasses.asdict(config.system),

@@ -154,7 +154,7 @@ def test_msd_from_origin_equals_lammps_compute_msd(lj_run):
     lammps = np.loadtxt(lj_run / "msd.dat", comments="#")
     steps = dict(zip(lammps[:, 0].astype(int), lammps[:, 1]))
     for k in range(1, 21):
-        msd = MSD(remove_com=True, max_lag=None if k % 2 else k)
+        msd = MSD(remove_com=True, max_lag=None if k % 2 else k, masses={1: 1.0, 2: 1.0})
         for frame in TrajectoryReader(lj_run / "traj.dump", stop=k + 1):
             msd.accumulate(frame)
         assert msd.msd_A2()[k] == pytest.approx(steps[msd.last_step], rel=1e-7)
@@ -248,16 +248,18 @@ def test_truncated_gzip_and_corrupt_dumps(lj_run, tmp_path):
     with gzip.open(tmp_path / "traj.dump.gz", "wt") as f:
         f.write(text)
     assert [f.step for f in TrajectoryReader(tmp_path / "traj.dump.gz")] == [f.step for f in whole]
-    # cut while written: inside the last frame's atom lines, inside its last number (which still
-    # parses), before its final newline; and a gzip stream that ends early
+    # cut while written: inside the last frame's atom lines, inside its last line (columns
+    # missing), before its final newline (still being written); and a gzip stream that ends early
     last_line = text[text.rstrip("\n").rfind("\n") + 1:]
-    for name, cut in [("lines.dump", text[:-200]), ("number.dump", text[:-len(last_line) + 12]), ("newline.dump", text[:-1])]:
+    for name, cut, finished in [("lines.dump", text[:-200], (False, True)), ("number.dump", text[:-len(last_line) + 12], (False, True)),
+                                ("newline.dump", text[:-1], (False,))]:
         (tmp_path / name).write_text(cut)
-        reader = TrajectoryReader(tmp_path / name)
-        frames = list(reader)
-        assert [f.step for f in frames] == [f.step for f in whole[:-1]], name
-        assert "step 1000 is truncated" in reader.truncated, name
-        np.testing.assert_array_equal(frames[-1].positions, whole[-2].positions)
+        for done in finished:
+            reader = TrajectoryReader(tmp_path / name, finished=done)
+            frames = list(reader)
+            assert [f.step for f in frames] == [f.step for f in whole[:-1]], name
+            assert "step 1000 is truncated" in reader.truncated, name
+            np.testing.assert_array_equal(frames[-1].positions, whole[-2].positions)
     compressed = gzip.compress(text.encode())
     (tmp_path / "cut.dump.gz").write_bytes(compressed[: len(compressed) - 50])
     reader = TrajectoryReader(tmp_path / "cut.dump.gz")
@@ -385,3 +387,171 @@ def test_number_parser_is_exact_or_says_so(fmt):
         assert status == OK
     if fmt in ("%.17g", "%-1.16e"):  # 17 significant digits never do
         assert status == INEXACT
+
+
+MIXTURE_DECK = """
+units lj
+atom_modify map array
+lattice fcc 0.8
+region box prism -1 3 -2 2 0.5 4.5 {tilt} units lattice
+create_box 2 box
+create_atoms 1 box
+set type 1 type/fraction 2 0.4 12345
+mass 1 1.0
+mass 2 3.5
+pair_style lj/cut 2.5
+pair_coeff * * 1.0 1.0
+velocity all create 3.0 87287 loop geom
+fix nvt all nvt temp 3.0 3.0 0.5
+timestep 0.005
+group heavy type 2
+compute msd_all all msd com yes
+compute msd_heavy heavy msd com yes
+fix msdout all ave/time 50 1 50 c_msd_all[4] c_msd_heavy[4] file msd.dat format " %.15g"
+dump atom all atom 50 atom.dump
+dump_modify atom format line "%d %d %.17g %.17g %.17g"
+dump atomi all atom 50 atom_image.dump
+dump_modify atomi image yes format line "%d %d %.17g %.17g %.17g %d %d %d"
+dump su all custom 50 su.dump id type xsu ysu zsu
+dump_modify su format float %.17g
+dump cart all custom 50 cartesian.dump id type x y z xu yu zu
+dump_modify cart format float %.17g sort id
+run 1000
+"""
+
+
+@pytest.fixture(scope="module", params=["0 0 0", "1.5 0.7 -0.4"], ids=["orthorhombic", "triclinic"])
+def mixture_run(request, tmp_path_factory):
+    """A hot LJ mixture of a light and a heavy species in a box whose corner is off the origin,
+    with LAMMPS's scaled dumps (dump atom, with and without image flags; xsu), its Cartesian
+    columns and its own compute msd com yes (all atoms, the heavy species) beside them."""
+    import os
+
+    d = tmp_path_factory.mktemp("mixture")
+    cwd = os.getcwd()
+    os.chdir(d)
+    try:
+        lmp = open_lammps()
+        lmp.commands_string(MIXTURE_DECK.format(tilt=request.param))
+        lmp.close()
+    finally:
+        os.chdir(cwd)
+    return d
+
+
+def _lammps_columns(path, names):
+    """{step: [N, len(names)]} of a custom dump, parsed here directly (sorted by id)."""
+    lines, frames, k = open(path).read().splitlines(), {}, 0
+    while k < len(lines):
+        step, natoms = int(lines[k + 1]), int(lines[k + 3])
+        columns = lines[k + 8].split()[2:]
+        rows = np.array([ln.split() for ln in lines[k + 9:k + 9 + natoms]], dtype=float)
+        rows = rows[np.argsort(rows[:, columns.index("id")])]
+        frames[step] = rows[:, [columns.index(n) for n in names]]
+        k += 9 + natoms
+    return frames
+
+
+def test_scaled_coordinates_equal_lammps_cartesian_columns(mixture_run):
+    """dump atom (xs ys zs, the default style), with image flags, and xsu ysu zsu: positions
+    equal the x y z / xu yu zu columns LAMMPS writes for the same steps."""
+    wrapped = _lammps_columns(mixture_run / "cartesian.dump", ["x", "y", "z"])
+    unwrapped = _lammps_columns(mixture_run / "cartesian.dump", ["xu", "yu", "zu"])
+    for name, is_unwrapped in (("atom.dump", False), ("atom_image.dump", True), ("su.dump", True)):
+        frames = list(TrajectoryReader(mixture_run / name))
+        assert [f.step for f in frames] == sorted(wrapped) and len(frames) == 21, name
+        for frame in frames:
+            assert frame.unwrapped == is_unwrapped, name
+            expected = (unwrapped if is_unwrapped else wrapped)[frame.step]
+            np.testing.assert_allclose(frame.positions, expected, atol=1e-11, err_msg=name)
+        assert np.abs(frames[-1].positions - wrapped[frames[-1].step]).max() > (1.0 if is_unwrapped else -1), name
+
+
+def test_scaled_dump_equals_ase_and_ovito_readers(mixture_run):
+    """The same scaled files through ASE's and ovito's LAMMPS dump readers."""
+    from ase.io import read
+    from ovito.io import import_file
+
+    ours = list(TrajectoryReader(mixture_run / "atom.dump"))
+    theirs = read(mixture_run / "atom.dump", index=":", format="lammps-dump-text")
+    pipeline = import_file(str(mixture_run / "atom_image.dump"))
+    assert len(theirs) == len(ours) == pipeline.source.num_frames
+    for k, (frame, atoms) in enumerate(zip(ours, theirs)):
+        np.testing.assert_allclose(frame.cell, atoms.cell.array, atol=1e-12)
+        np.testing.assert_allclose(frame.positions, atoms.positions + atoms.get_celldisp().reshape(3), atol=1e-11)
+        data = pipeline.compute(k)
+        order = np.argsort(np.asarray(data.particles.identifiers))
+        images = np.asarray(data.particles["Periodic Image"])[order]
+        ovito_unwrapped = np.asarray(data.particles.positions)[order] + images @ frame.cell
+        with_images = next(iter(TrajectoryReader(mixture_run / "atom_image.dump", start=k, stop=k + 1)))
+        np.testing.assert_allclose(with_images.positions, ovito_unwrapped, atol=1e-11)
+
+
+def test_finished_dump_without_final_newline_is_read_whole(mixture_run, tmp_path):
+    """A finished file whose last line has all its columns but no newline is whole (as ASE and
+    ovito read it); while the file still grows, that line may be cut: its frame is dropped."""
+    import os
+    import threading
+    import time
+
+    from ase.io import read
+    from ovito.io import import_file
+
+    text = (mixture_run / "atom.dump").read_text()
+    whole = list(TrajectoryReader(mixture_run / "atom.dump"))
+    path = tmp_path / "no_newline.dump"
+    path.write_text(text.rstrip("\n"))
+    past = time.time() - 60
+    os.utime(path, (past, past))  # written a minute ago: finished
+    reader = TrajectoryReader(path)
+    frames = list(reader)
+    assert reader.truncated is None and [f.step for f in frames] == [f.step for f in whole]
+    np.testing.assert_array_equal(frames[-1].positions, whole[-1].positions)
+    ase_frames = read(path, index=":", format="lammps-dump-text")
+    assert len(ase_frames) == len(whole)
+    np.testing.assert_allclose(frames[-1].positions, ase_frames[-1].positions + ase_frames[-1].get_celldisp().reshape(3),
+                               atol=1e-11)
+    pipeline = import_file(str(path))
+    assert pipeline.source.num_frames == len(whole)
+    data = pipeline.compute(len(whole) - 1)
+    order = np.argsort(np.asarray(data.particles.identifiers))
+    np.testing.assert_allclose(frames[-1].positions, np.asarray(data.particles.positions)[order], atol=1e-11)
+
+    # a writer still appends: the same bytes, but the file changes while the reader waits
+    growing = tmp_path / "growing.dump"
+    growing.write_text(text.rstrip("\n"))
+    appender = threading.Timer(0.5, lambda: open(growing, "a").write("\n"))
+    appender.start()
+    reader = TrajectoryReader(growing)
+    frames = list(reader)
+    appender.join()
+    assert [f.step for f in frames] == [f.step for f in whole[:-1]]
+    assert "truncated" in reader.truncated
+    # told it is finished, a line with columns missing is still a cut frame, never misread
+    body = text.rstrip("\n")
+    last_line_start = body.rfind("\n") + 1
+    (tmp_path / "cut.dump").write_text(body[:last_line_start] + " ".join(body[last_line_start:].split()[:3]))
+    reader = TrajectoryReader(tmp_path / "cut.dump", finished=True)
+    assert len(list(reader)) == len(whole) - 1 and "lacks columns" in reader.truncated
+
+
+@pytest.mark.parametrize("group, types, masses", [("all", None, {1: 1.0, 2: 3.5}), ("heavy", 2, None)],
+                         ids=["two-species", "one-species"])
+def test_msd_mass_weighted_com_equals_lammps(mixture_run, group, types, masses):
+    """On frames 0..k the lag k has one origin, the first: LAMMPS's compute msd com yes, whose
+    centre of mass is mass-weighted (a light and a heavy species here)."""
+    lammps = np.loadtxt(mixture_run / "msd.dat", comments="#")
+    column = {"all": 1, "heavy": 2}[group]
+    expected = dict(zip(lammps[:, 0].astype(int), lammps[:, column]))
+    for k in (1, 4, 9, 20):
+        msd = MSD(atom_type=types, max_lag=k, masses=masses)
+        for frame in TrajectoryReader(mixture_run / "su.dump", stop=k + 1):
+            msd.accumulate(frame)
+        assert msd.msd_A2()[k] == pytest.approx(expected[msd.last_step], rel=1e-12, abs=1e-13)
+    if types is None:  # equal weights would miss: the check can fail
+        plain = MSD(max_lag=20, masses={1: 1.0, 2: 1.0})
+        for frame in TrajectoryReader(mixture_run / "su.dump"):
+            plain.accumulate(frame)
+        assert plain.msd_A2()[20] != pytest.approx(expected[1000], rel=1e-6)
+        with pytest.raises(ValueError, match="needs the masses of the selected types"):
+            MSD().accumulate(next(iter(TrajectoryReader(mixture_run / "su.dump"))))

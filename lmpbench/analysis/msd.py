@@ -3,7 +3,9 @@
 MSD(tau) = < |r_i(t + tau) - r_i(t)|^2 >, averaged over the selected atoms and over every
 time origin t (F - lag origins for a lag of ``lag`` frames; the reference code's origin
 count is off by one, this one is not), from unwrapped positions with the selection's centre
-of mass removed per frame (equal masses assumed: the benchmark selects one species).
+of mass removed per frame, as LAMMPS's ``compute msd com yes`` does: weighted by mass, so a
+selection of several species needs their masses (one species: any mass gives the plain
+mean). The MSD itself is the plain mean over the selected atoms.
 
 Exact and streaming: with x(t) the positions and d(t) = |x(t)|^2, per atom
     MSD(m) = [S1(m) - 2 S2(m)] / (F - m),  S1(m) = sum_{t<F-m} d(t) + sum_{t>=m} d(t),
@@ -52,14 +54,20 @@ def _correlation(a: np.ndarray, following: np.ndarray | None, lags: int) -> np.n
 
 
 class MSD:
-    """Stream unwrapped positions of atoms of ``atom_type`` (None = all), then ``msd_A2``.
+    """Stream unwrapped positions of atoms of ``atom_type`` (a type, several, or None = all),
+    then ``msd_A2``.
 
     ``max_lag`` (frames) bounds the lags computed and the memory used; None computes every lag
-    and holds the whole trajectory of the selected atoms.
+    and holds the whole trajectory of the selected atoms. ``masses`` ({type: mass}) weight the
+    centre of mass; required when ``remove_com`` and the selection holds several types.
     """
 
-    def __init__(self, atom_type: int | None = None, remove_com: bool = True, max_lag: int | None = None):
+    def __init__(self, atom_type: int | tuple[int, ...] | None = None, remove_com: bool = True,
+                 max_lag: int | None = None, masses: dict[int, float] | None = None):
         self.atom_type, self.remove_com, self.max_lag = atom_type, remove_com, max_lag
+        self.masses = dict(masses) if masses is not None else None
+        self._select = None  # per-atom selection mask, from the first frame
+        self._weights = None  # [N selected, 1] mass fractions of the centre of mass
         self.block_frames = None if max_lag is None else max(max_lag, MIN_BLOCK_FRAMES)
         self.frames = 0
         self.last_step: int | None = None
@@ -75,7 +83,9 @@ class MSD:
     def accumulate(self, frame: Frame) -> "MSD":
         if not frame.unwrapped and any(frame.pbc):
             raise ValueError(f"MSD needs unwrapped positions (image flags or xu yu zu) at step {frame.step}")
-        x = frame.positions if self.atom_type is None else frame.positions[frame.types == self.atom_type]
+        if self._select is None or len(self._select) != len(frame.types):
+            self._select = self._selection(frame)
+        x = frame.positions[self._select]
         if self._d_total is not None and len(x) != len(self._d_total):
             raise ValueError(f"the number of selected atoms changed at step {frame.step}")
         if self._d_total is None:
@@ -84,7 +94,7 @@ class MSD:
         if self.block_frames is None:
             self._block.append(np.empty((len(x), 3)))
         slot = self._block[self._filled]
-        np.subtract(x, x.mean(axis=0) if self.remove_com else 0.0, out=slot)
+        np.subtract(x, (self._weights * x).sum(axis=0) if self.remove_com else 0.0, out=slot)
         d = (slot * slot).sum(axis=1)
         self._d_total += d
         if self.max_lag is None or len(self._d_head) <= self.max_lag:
@@ -102,6 +112,24 @@ class MSD:
                                                          else np.empty_like(self._block))
             self._filled = 0
         return self
+
+    def _selection(self, frame: Frame) -> np.ndarray:
+        """The selected atoms of the first frame, and their centre-of-mass weights."""
+        wanted = None if self.atom_type is None else np.atleast_1d(self.atom_type)
+        select = np.ones(len(frame.types), bool) if wanted is None else np.isin(frame.types, wanted)
+        types = frame.types[select]
+        if self.masses is not None:
+            missing = sorted(set(types.tolist()) - set(self.masses))
+            if missing:
+                raise ValueError(f"MSD: no mass for atom type(s) {', '.join(map(str, missing))}")
+            mass = np.array([self.masses[t] for t in types.tolist()], float)
+        elif self.remove_com and len(np.unique(types)) > 1:
+            raise ValueError("MSD with the centre of mass removed needs the masses of the selected types "
+                             f"({', '.join(map(str, np.unique(types)))}): a centre of mass is mass-weighted")
+        else:
+            mass = np.ones(len(types))
+        self._weights = (mass / mass.sum())[:, None] if len(mass) else mass[:, None]
+        return select
 
     @property
     def lags(self) -> int:

@@ -1,4 +1,11 @@
-"""``lmpbench analyze``: the benchmark's metrics of one run folder, against a reference run.
+"""``lmpbench analyze``: the benchmark's metrics of one run folder or trajectory file.
+
+What is analysed is a ``Subject``: a trajectory, the element and mass of each atom type, the
+time between saved frames and, when known, the benchmark system. A run folder gives all of
+it through its run.json (``analyze``); a trajectory file (``analyze_trajectory``) takes them
+from the user (elements, a LAMMPS data file or the dump's element column; the timestep and
+dump interval, or a benchmark system's protocol), and either a benchmark system's metric set
+or a custom one (``CustomMetrics``: partial RDFs and MSDs of chosen species).
 
 Which metrics a run gets follows its system (``METRIC_SETS``): periodic systems get partial
 RDFs, the sliding-window RDF stability and the diffusivity; molecules get the bond
@@ -20,15 +27,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from lmpbench.analysis import atom_types
 from lmpbench.analysis.geometry import BondStability, bond_lengths, bonds
 from lmpbench.analysis.msd import A2_PER_PS_TO_1E9_M2_S, MSD
 from lmpbench.analysis.rdf import NORMALIZATIONS, RDF, DistanceHistogram, mae
 from lmpbench.analysis.trajectory import TrajectoryReader, open_trajectory
+from lmpbench.manifest import ManifestError, read_run_manifest
 
 
 class AnalysisError(ValueError):
@@ -58,18 +67,52 @@ def _manifest(run_dir: Path) -> dict:
     path = run_dir / "run.json"
     if not path.is_file():
         raise AnalysisError(f"{run_dir} is not a run folder (no run.json)")
-    manifest = json.loads(path.read_text())
+    try:
+        manifest = read_run_manifest(path)
+    except ManifestError as err:
+        raise AnalysisError(str(err)) from None
     if not (run_dir / "traj.dump").is_file():
         raise AnalysisError(f"{run_dir} has no traj.dump to analyse")
     return manifest
 
 
-def _type_of(manifest: dict, element: str | None) -> int | None:
+@dataclass
+class Subject:
+    """What is analysed: a trajectory and what it takes to read it as the benchmark does."""
+
+    trajectory: Path
+    types: atom_types.TypeMap  # element and mass of each atom type
+    frame_dt_ps: float | None  # time between saved frames (None: unknown; time metrics refused)
+    out: Path  # folder of metrics.json and curves.npz
+    system: dict | None = None  # the benchmark system (fields of systems.System), None for custom metrics
+    ensemble: str | None = None
+    folder: Path | None = None  # a run folder: its metad.pmf, thermo.dat, run.json
+    manifest: dict = field(default_factory=dict)  # a run folder's run.json
+    finished: bool | None = None  # whether the trajectory is complete (None: judge from the file)
+
+    @property
+    def elements(self) -> list[str]:
+        return list(self.types.elements)
+
+    def frames(self, start: int = 0, stop: int | None = None, step: int = 1):
+        return open_trajectory(self.trajectory, self.elements, start, stop, step, finished=self.finished)
+
+    @classmethod
+    def of_run(cls, run_dir: Path) -> "Subject":
+        manifest = _manifest(run_dir)
+        protocol = manifest["protocol"]
+        return cls(run_dir / "traj.dump", atom_types.from_elements(manifest["type_elements"], source="run.json"),
+                   protocol["dump_every"] * protocol["timestep_fs"] / 1000.0, run_dir, manifest["system"],
+                   protocol["ensemble"], run_dir, manifest, finished=manifest["status"] != "running")
+
+
+def _type_of(subject: Subject, element: str | None) -> int | None:
     if element is None:
         return None
-    if element not in manifest["type_elements"]:
-        raise AnalysisError(f"the run has no {element} atoms (its elements: {' '.join(manifest['type_elements'])})")
-    return manifest["type_elements"].index(element) + 1
+    try:
+        return subject.types.type_of(element)
+    except atom_types.TypeMapError as err:
+        raise AnalysisError(str(err)) from None
 
 
 @dataclass
@@ -89,8 +132,6 @@ class Reference:
         return self.path / "traj.dump" if self.is_run else self.path
 
     def frames(self):
-        if self.is_run:
-            return TrajectoryReader(self.file, step=self.every)
         return open_trajectory(self.file, self.elements, step=self.every)
 
     def record(self) -> dict:
@@ -102,31 +143,32 @@ class Reference:
                 "file_sha256": digest.hexdigest(), "every": self.every}
 
 
-def _reference(reference, manifest: dict, every: int) -> Reference | None:
+def _reference(reference, subject: Subject, every: int) -> Reference | None:
     if reference is None:
         return None
-    ref = Reference(Path(reference), manifest["type_elements"], every)
+    ref = Reference(Path(reference), subject.elements, every)
     if ref.is_run:
         ref_manifest = _manifest(ref.path)
-        if ref_manifest["system"]["name"] != manifest["system"]["name"]:
-            raise AnalysisError(f"reference {reference} is a {ref_manifest['system']['name']} run, "
-                                f"not {manifest['system']['name']}")
-        if ref_manifest["type_elements"] != manifest["type_elements"]:
+        name = subject.system["name"] if subject.system else None
+        if name is not None and ref_manifest["system"]["name"] != name:
+            raise AnalysisError(f"reference {reference} is a {ref_manifest['system']['name']} run, not {name}")
+        if ref_manifest["type_elements"] != subject.elements:
             raise AnalysisError(f"reference {reference} numbers its elements {ref_manifest['type_elements']}, "
-                                f"the run {manifest['type_elements']}")
+                                f"the trajectory {subject.elements}")
     elif not ref.path.is_file():
         raise AnalysisError(f"reference {reference} does not exist")
     return ref
 
 
-def _rdfs(manifest: dict, settings: PeriodicSettings, normalization: str) -> dict:
-    return {pair: RDF(RDF_R_MAX, RDF_BINS, _type_of(manifest, pair[0]), _type_of(manifest, pair[1]), normalization)
-            for pair in settings.pairs}
+def _rdfs(subject: Subject, pairs, normalization: str, r_max: float = RDF_R_MAX, bins: int = RDF_BINS) -> dict:
+    return {pair: RDF(r_max, bins, _type_of(subject, pair[0]), _type_of(subject, pair[1]), normalization)
+            for pair in pairs}
 
 
-def curves_of(frames, manifest: dict, settings: PeriodicSettings, normalization: str = "paper") -> dict:
+def curves_of(frames, subject: Subject, pairs, normalization: str = "paper", r_max: float = RDF_R_MAX,
+              bins: int = RDF_BINS) -> dict:
     """Partial RDFs over all of ``frames`` (the reference's)."""
-    rdfs = _rdfs(manifest, settings, normalization)
+    rdfs = _rdfs(subject, pairs, normalization, r_max, bins)
     n = 0
     for frame in frames:
         for rdf in rdfs.values():
@@ -142,64 +184,188 @@ def _pair_name(pair) -> str:
     return "all" if pair == (None, None) else f"{pair[0]}-{pair[1]}"
 
 
+@dataclass(frozen=True)
+class CustomMetrics:
+    """The metrics asked for on a trajectory that is no benchmark system's run.
+
+    ``rdf_pairs``: element pairs (None, None = all atoms) whose RDFs are computed over every
+    frame (and compared with the reference's, ``mae(g, g_ref, r_max)``); ``msd``: selections
+    (tuples of elements; empty = all atoms) whose MSD over all time origins up to ``lag_ps``
+    (default: half the trajectory) gives D = MSD/(6 tau) at that lag and a fitted D.
+    """
+
+    rdf_pairs: tuple = ()
+    msd: tuple = ()
+    lag_ps: float | None = None
+    r_max: float = RDF_R_MAX
+    bins: int = RDF_BINS
+
+
 def analyze(run_dir: str | Path, reference: str | Path | None = None, reference_every: int = 1,
             test_data: str | Path | None = None, test_frames: int | None = None,
             rdf_normalization: str = "paper") -> dict:
     """Metrics of ``run_dir`` (and errors against ``reference``); writes metrics.json and curves.npz.
     ``rdf_normalization``: "paper" (N_A N_B / V, the default) or the labelled variant "n_n_minus_1"."""
-    if rdf_normalization not in NORMALIZATIONS:
-        raise AnalysisError(f"RDF normalisation must be one of {', '.join(NORMALIZATIONS)}, not {rdf_normalization!r}")
-    run_dir = Path(run_dir)
-    manifest = _manifest(run_dir)
-    system = manifest["system"]
-    protocol = manifest["protocol"]
-    frame_dt_ps = protocol["dump_every"] * protocol["timestep_fs"] / 1000.0
-    result = {"run": str(run_dir.resolve()), "system": system["name"], "status": manifest["status"],
-              "run_collapse": manifest.get("collapse"), "frame_interval_ps": frame_dt_ps, "metrics": {}}
+    _check_normalization(rdf_normalization)
+    subject = Subject.of_run(Path(run_dir))
+    result = {"run": str(subject.folder.resolve()), "system": subject.system["name"],
+              "status": subject.manifest["status"], "run_collapse": subject.manifest.get("collapse")}
+    return _analyze(subject, result, reference, reference_every, test_data, test_frames, rdf_normalization)
+
+
+def analyze_trajectory(path: str | Path, *, elements=None, data_file: str | Path | None = None,
+                       timestep_fs: float | None = None, every: int | None = None, system: str | None = None,
+                       custom: CustomMetrics | None = None, reference: str | Path | None = None,
+                       reference_every: int = 1, out: str | Path | None = None, rdf_normalization: str = "paper",
+                       finished: bool | None = None) -> dict:
+    """Metrics of a trajectory file (LAMMPS dump, extxyz, ...): a benchmark ``system``'s metric set
+    or ``custom`` ones; writes metrics.json and curves.npz to ``out`` (default: beside the file).
+
+    Elements of the atom types: ``elements`` (type order), else ``data_file``'s Masses, else the
+    dump's element column; masses from the data file, else the elements' standard masses. Time
+    between frames: ``every`` steps (default: the step difference of the first two frames) of
+    ``timestep_fs`` (default: the system's protocol)."""
+    from lmpbench import systems
+
+    _check_normalization(rdf_normalization)
+    path = Path(path)
+    if (system is None) == (custom is None):
+        raise AnalysisError("give a benchmark system (--system) or the metrics to compute (--rdf, --msd), not "
+                            + ("both" if system else "neither"))
+    try:
+        system_def = systems.get_system(system) if system else None
+    except systems.SystemError as err:
+        raise AnalysisError(str(err)) from None
+    protocol = systems.get_protocol(system_def.protocol) if system_def else None
+    reader = open_trajectory(path, elements, stop=2, finished=finished)
+    first_two = list(reader)
+    if not first_two:
+        raise AnalysisError(f"{path}: no frame to analyse")
+    types = _type_map(path, first_two[0], elements, data_file)
+    if system_def is not None and not set(types.elements) <= set(system_def.elements):
+        raise AnalysisError(f"{path} has elements {' '.join(types.elements)}; system {system} has "
+                            f"{' '.join(system_def.elements)}")
+    timestep_fs = timestep_fs if timestep_fs is not None else (protocol.timestep_fs if protocol else None)
+    steps_are_md_steps = isinstance(reader, TrajectoryReader)  # other formats number their frames 0, 1, ...
+    if every is None and steps_are_md_steps and len(first_two) == 2 and first_two[1].step > first_two[0].step:
+        every = first_two[1].step - first_two[0].step
+    frame_dt_ps = every * timestep_fs / 1000.0 if every and timestep_fs else None
+    out = Path(out) if out is not None else path.parent
+    _check_out(out, path)
+    import dataclasses
+
+    subject = Subject(path, types, frame_dt_ps, out, dataclasses.asdict(system_def) if system_def else None,
+                      protocol.ensemble if protocol else None, finished=finished)
+    result = {"trajectory": str(path.resolve()), "system": system, "types": types.record(),
+              "timestep_fs": timestep_fs, "dump_every_steps": every}
+    return _analyze(subject, result, reference, reference_every, None, None, rdf_normalization, custom)
+
+
+def _check_normalization(normalization: str) -> None:
+    if normalization not in NORMALIZATIONS:
+        raise AnalysisError(f"RDF normalisation must be one of {', '.join(NORMALIZATIONS)}, not {normalization!r}")
+
+
+def _type_map(path: Path, first, elements, data_file) -> atom_types.TypeMap:
+    try:
+        if data_file is not None:
+            types = atom_types.from_data_file(data_file, elements)
+        elif elements:
+            types = atom_types.from_elements(elements)
+        else:
+            types = atom_types.from_element_column(first, path)
+    except atom_types.TypeMapError as err:
+        raise AnalysisError(str(err)) from None
+    if types is None:
+        raise AnalysisError(f"{path}: which element is each atom type? Give --elements (in type order), "
+                            "--data (a LAMMPS data file), or dump an element column")
+    ntypes = int(first.types.max())
+    if ntypes > len(types.elements):
+        raise AnalysisError(f"{path} has {ntypes} atom types but {len(types.elements)} elements were given "
+                            f"({' '.join(types.elements)})")
+    return types
+
+
+def _check_out(out: Path, trajectory: Path) -> None:
+    """Refuse to replace another trajectory's results in the same folder."""
+    existing = out / "metrics.json"
+    if not existing.is_file():
+        return
+    try:
+        written = json.loads(existing.read_text())
+        owner = written.get("trajectory") or written.get("run")
+    except (OSError, ValueError, AttributeError):
+        owner = None
+    if owner != str(trajectory.resolve()):
+        raise AnalysisError(f"{existing} holds the results of {owner or 'something else'}; "
+                            "give another folder with --out")
+
+
+def _analyze(subject: Subject, result: dict, reference, reference_every, test_data, test_frames,
+             normalization: str, custom: CustomMetrics | None = None) -> dict:
+    result.update(frame_interval_ps=subject.frame_dt_ps, metrics={})
     curves = {}
-    ref = _reference(reference, manifest, reference_every)
+    ref = _reference(reference, subject, reference_every)
     if ref is not None:
         result["reference"] = ref.record()
-
-    if system["name"] in METRIC_SETS:
-        result["rdf_normalization"] = rdf_normalization
-        _periodic(run_dir, ref, METRIC_SETS[system["name"]], manifest, frame_dt_ps, result, curves, rdf_normalization)
+    system = subject.system
+    if custom is not None:
+        result["rdf_normalization"] = normalization
+        _custom(subject, ref, custom, result, curves, normalization)
+    elif system["name"] in METRIC_SETS:
+        result["rdf_normalization"] = normalization
+        _periodic(subject, ref, METRIC_SETS[system["name"]], result, curves, normalization)
     elif system["category"] == "molecule":
-        _molecule(run_dir, ref, manifest, frame_dt_ps, result, curves)
-    if protocol["ensemble"] == "nve":
-        _energy_drift(run_dir, manifest, result)
-    if system.get("dihedrals") and {"phi", "psi"} <= set(system["dihedrals"]):
-        _free_energy(run_dir, ref, manifest, result, curves)
+        _molecule(subject, ref, result, curves)
+    if subject.ensemble == "nve" and subject.folder is not None:
+        _energy_drift(subject, result)
+    if system and system.get("dihedrals") and {"phi", "psi"} <= set(system["dihedrals"]):
+        _free_energy(subject, ref, result, curves)
     if test_data is not None:
-        result["metrics"]["forces"] = _test_errors(manifest, test_data, test_frames)
-
-    # written whole or not at all: a failure never leaves half a file or a pair that disagrees
-    staged_metrics, staged_curves = run_dir / ".metrics.json.partial", run_dir / ".curves.partial.npz"
-    staged_metrics.write_text(json.dumps(result, indent=2, default=float))
-    np.savez(staged_curves, **curves)
-    os.replace(staged_curves, run_dir / "curves.npz")
-    os.replace(staged_metrics, run_dir / "metrics.json")
+        result["metrics"]["forces"] = _test_errors(subject.manifest, test_data, test_frames)
+    _write(subject.out, result, curves)
     return result
 
 
-def _periodic(run_dir, ref, settings, manifest, frame_dt_ps, result, curves, normalization):
+def _write(out: Path, result: dict, curves: dict) -> None:
+    """metrics.json and curves.npz, replaced whole or not at all: a failure never leaves half a
+    file or a pair that disagrees."""
+    out.mkdir(parents=True, exist_ok=True)
+    staged_metrics, staged_curves = out / ".metrics.json.partial", out / ".curves.partial.npz"
+    staged_metrics.write_text(json.dumps(result, indent=2, default=float))
+    np.savez(staged_curves, **curves)
+    os.replace(staged_curves, out / "curves.npz")
+    os.replace(staged_metrics, out / "metrics.json")
+
+
+def _needs_time(subject: Subject, what: str) -> float:
+    if subject.frame_dt_ps is None:
+        raise AnalysisError(f"{what} needs the time between frames: give --timestep-fs and --every (MD steps "
+                            "between frames; a LAMMPS dump's step numbers give it when it has two frames)")
+    return subject.frame_dt_ps
+
+
+def _periodic(subject, ref, settings, result, curves, normalization):
     metrics = result["metrics"]
+    frame_dt_ps = _needs_time(subject, "the stability and diffusivity of a periodic system")
     window = max(1, round(settings.window_ps / frame_dt_ps))
     ref_g = None
     if ref is not None:
-        ref_curves = curves_of(ref.frames(), manifest, settings, normalization=normalization)
+        ref_curves = curves_of(ref.frames(), subject, settings.pairs, normalization=normalization)
         ref_g = ref_curves["g"]
         curves.update({f"g_ref_{k}": v for k, v in ref_g.items()})
-    collapse_step = result["run_collapse"]["step"] if result["run_collapse"] else None
+    collapse = result.get("run_collapse")
+    collapse_step = collapse["step"] if collapse else None
     # One pass over the run: consecutive windows against the reference's whole RDF, and the
     # run's own RDF over its stable part (the windows before the first that fails, plus that
     # window's first frame, none past the run's own collapse). Pair counts are cached per
     # frame, so a frame counted twice is counted once.
-    own, windows, failed, pending = _rdfs(manifest, settings, normalization), [], False, False
-    reader = TrajectoryReader(run_dir / "traj.dump")
+    own, windows, failed, pending = _rdfs(subject, settings.pairs, normalization), [], False, False
+    reader = subject.frames()
     for count, frame in enumerate(reader):
         if count % window == 0:
-            in_window, stable_part, first = _rdfs(manifest, settings, normalization), _rdfs(manifest, settings, normalization), frame
+            in_window = _rdfs(subject, settings.pairs, normalization)
+            stable_part, first = _rdfs(subject, settings.pairs, normalization), frame
         for pair in settings.pairs:
             in_window[pair].accumulate(frame)
             if collapse_step is None or frame.step <= collapse_step:
@@ -227,7 +393,7 @@ def _periodic(run_dir, ref, settings, manifest, frame_dt_ps, result, curves, nor
             rdf.merge(stable_part[pair])
     frames_used = next(iter(own.values())).frames
     if frames_used == 0:
-        raise AnalysisError(f"{run_dir}: no frame to analyse")
+        raise AnalysisError(f"{subject.trajectory}: no frame to analyse")
     if ref_g is not None:
         metrics["rdf_window_errors"] = {"windows": windows, "window_ps": settings.window_ps,
                                         "threshold": settings.threshold, "reference_frames": ref_curves["frames"]}
@@ -240,38 +406,88 @@ def _periodic(run_dir, ref, settings, manifest, frame_dt_ps, result, curves, nor
                                              f"exceeds {settings.threshold} (or the run's own collapse)",
                                "frames_used": frames_used, "truncated_dump": reader.truncated}
     if ref_g is not None:
-        metrics["rdf_mae"] = {_pair_name(p): {"value": mae(own_g[_pair_name(p)], ref_g[_pair_name(p)], RDF_R_MAX),
-                                              "definition": "mae(g, g_ref, 6) = mean|g - g_ref| x 6 (paper)",
-                                              "normalization": normalization + (" (paper)" if normalization == "paper" else " (variant)")}
-                              for p in settings.pairs}
-    metrics["diffusivity"] = _diffusivity(run_dir, manifest, settings, frame_dt_ps, stable_ps)
+        metrics["rdf_mae"] = _rdf_errors(own_g, ref_g, settings.pairs, normalization, RDF_R_MAX)
+    metrics["diffusivity"] = _diffusivity(subject, settings, stable_ps)
 
 
-def _diffusivity(run_dir, manifest, settings, frame_dt_ps, stable_ps):
+def _rdf_errors(own_g: dict, ref_g: dict, pairs, normalization: str, r_max: float) -> dict:
+    return {_pair_name(p): {"value": mae(own_g[_pair_name(p)], ref_g[_pair_name(p)], r_max),
+                            "definition": f"mae(g, g_ref, {r_max:g}) = mean|g - g_ref| x {r_max:g}"
+                                          + (" (paper)" if r_max == RDF_R_MAX else ""),
+                            "normalization": normalization + (" (paper)" if normalization == "paper" else " (variant)")}
+            for p in pairs}
+
+
+def _diffusivity(subject, settings, stable_ps):
     if stable_ps < settings.min_stable_ps:
         return {"value": None, "reason": f"needs at least {settings.min_stable_ps} ps stable, has {stable_ps:g} ps"}
+    frame_dt_ps = subject.frame_dt_ps
     lag = round(settings.lag_ps / frame_dt_ps)
-    msd = MSD(atom_type=_type_of(manifest, settings.diffusing), max_lag=lag)  # memory O(lag), not O(run)
     skip = round(settings.skip_ps / frame_dt_ps)
-    for frame in TrajectoryReader(run_dir / "traj.dump", start=skip, stop=round(stable_ps / frame_dt_ps) + 1):
+    msd = MSD(atom_type=_type_of(subject, settings.diffusing), max_lag=lag, masses=subject.types.masses)
+    for frame in subject.frames(start=skip, stop=round(stable_ps / frame_dt_ps) + 1):  # memory O(lag), not O(run)
         msd.accumulate(frame)
+    return _diffusion_record(msd, lag, frame_dt_ps, settings.diffusing,
+                             f"MSD/(6 tau) at tau = {settings.lag_ps} ps, all time origins, centre of mass removed")
+
+
+def _diffusion_record(msd: MSD, lag: int, frame_dt_ps: float, species: str, definition: str) -> dict:
     d = msd.diffusivity_at(lag, frame_dt_ps)
-    fit, err = msd.fitted_diffusivity(max(1, lag // 4), lag, frame_dt_ps)
-    return {"value": d * A2_PER_PS_TO_1E9_M2_S, "unit": "1e-9 m^2/s", "species": settings.diffusing,
-            "definition": f"MSD/(6 tau) at tau = {settings.lag_ps} ps, all time origins, centre of mass removed",
+    first = max(1, lag // 4)
+    fit, err = msd.fitted_diffusivity(first, lag, frame_dt_ps)
+    return {"value": d * A2_PER_PS_TO_1E9_M2_S, "unit": "1e-9 m^2/s", "species": species, "definition": definition,
             "fitted": {"value": fit * A2_PER_PS_TO_1E9_M2_S, "standard_error": err * A2_PER_PS_TO_1E9_M2_S,
-                       "window_ps": [max(1, lag // 4) * frame_dt_ps, lag * frame_dt_ps]}}
+                       "window_ps": [first * frame_dt_ps, lag * frame_dt_ps]}}
 
 
-def _molecule(run_dir, ref, manifest, frame_dt_ps, result, curves):
+def _custom(subject, ref, custom: CustomMetrics, result, curves, normalization):
+    """RDFs over every frame and MSDs up to a lag, for the pairs and species asked for."""
     metrics = result["metrics"]
-    elements = manifest["type_elements"]
-    first = next(iter(TrajectoryReader(run_dir / "traj.dump", stop=1)), None)
+    frames = 0
+    if custom.rdf_pairs:
+        own = curves_of(subject.frames(), subject, custom.rdf_pairs, normalization, custom.r_max, custom.bins)
+        frames = own["frames"]
+        curves["r"] = own["r"]
+        curves.update({f"g_{k}": v for k, v in own["g"].items()})
+        metrics["rdf"] = {"frames_used": frames, "r_max_A": custom.r_max, "bins": custom.bins,
+                          "normalization": normalization, "truncated_dump": own["truncated"]}
+        if ref is not None:
+            ref_g = curves_of(ref.frames(), subject, custom.rdf_pairs, normalization, custom.r_max, custom.bins)["g"]
+            curves.update({f"g_ref_{k}": v for k, v in ref_g.items()})
+            metrics["rdf_mae"] = _rdf_errors(own["g"], ref_g, custom.rdf_pairs, normalization, custom.r_max)
+    if not custom.msd:
+        return
+    frame_dt_ps = _needs_time(subject, "an MSD")
+    if not frames:
+        frames = sum(1 for _ in subject.frames())
+    lag = round(custom.lag_ps / frame_dt_ps) if custom.lag_ps else (frames - 1) // 2
+    if not 0 < lag < frames:
+        raise AnalysisError(f"{subject.trajectory}: {frames} frames {frame_dt_ps:g} ps apart leave no MSD lag of "
+                            f"{lag * frame_dt_ps:g} ps (give --lag-ps below {(frames - 1) * frame_dt_ps:g})")
+    metrics["diffusivity"] = {}
+    for selection in custom.msd:
+        name = "all" if not selection else "+".join(selection)
+        msd = MSD(atom_type=tuple(_type_of(subject, e) for e in selection) or None, max_lag=lag,
+                  masses=subject.types.masses)
+        for frame in subject.frames():
+            msd.accumulate(frame)
+        curves[f"msd_{name}"] = msd.msd_A2()
+        metrics["diffusivity"][name] = _diffusion_record(
+            msd, lag, frame_dt_ps, name, f"MSD/(6 tau) at tau = {lag * frame_dt_ps:g} ps, all time origins, "
+                                         "mass-weighted centre of mass of the selection removed")
+    curves["msd_lag_ps"] = np.arange(lag + 1) * frame_dt_ps
+
+
+def _molecule(subject, ref, result, curves):
+    metrics = result["metrics"]
+    frame_dt_ps = _needs_time(subject, "the stability of a molecule")
+    elements = subject.elements
+    first = next(iter(subject.frames(stop=1)), None)
     if first is None:
-        raise AnalysisError(f"{run_dir}: no frame to analyse")
+        raise AnalysisError(f"{subject.trajectory}: no frame to analyse")
     symbols = [elements[t - 1] for t in first.types]
     pairs, _ = bonds(symbols, first.positions)  # the benchmark's bonds: natural_cutoffs on the first frame
-    reference_lengths, lengths_from = None, "the run's first frame (no reference given)"
+    reference_lengths, lengths_from = None, "the first frame (no reference given)"
     if ref is not None:
         ref_hist, sums, n, same_order = DistanceHistogram(H_R_MAX, H_BINS), 0.0, 0, True
         for frame in ref.frames():
@@ -283,10 +499,10 @@ def _molecule(run_dir, ref, manifest, frame_dt_ps, result, curves):
         if same_order and n:
             reference_lengths, lengths_from = sums / n, f"mean over {n} reference frames (paper)"
         else:
-            lengths_from = "the run's first frame (the reference orders its atoms differently)"
+            lengths_from = "the first frame (the reference orders its atoms differently)"
     stability = BondStability(symbols, reference_lengths=reference_lengths, pairs=pairs)
     hist = DistanceHistogram(H_R_MAX, H_BINS)
-    reader = TrajectoryReader(run_dir / "traj.dump")
+    reader = subject.frames()
     for frame in reader:
         stability.accumulate(frame)
         if stability.first_unstable_step is not None:
@@ -306,12 +522,12 @@ def _molecule(run_dir, ref, manifest, frame_dt_ps, result, curves):
             metrics["h_mae"] = {"value": mae(hist.h, ref_hist.h, H_R_MAX), "definition": "mae(h, h_ref, 10) (paper)"}
 
 
-def _free_energy(run_dir, ref, manifest, result, curves):
+def _free_energy(subject, ref, result, curves):
     """Ramachandran histogram of the run; FES from its metadynamics output when it has one
     (a biased run's histogram is not its FES), else from the histogram."""
     from lmpbench.analysis.fes import FreeEnergySurface, Ramachandran
 
-    dihedrals = manifest["system"]["dihedrals"]
+    dihedrals = subject.system["dihedrals"]
     quads = [tuple(i - 1 for i in dihedrals[name]) for name in ("phi", "psi")]
 
     def histogram(frames):
@@ -328,13 +544,14 @@ def _free_energy(run_dir, ref, manifest, result, curves):
     def from_bias(folder: Path) -> tuple[FreeEnergySurface, str]:
         return FreeEnergySurface.from_colvars_pmf(folder / "metad.pmf"), "metadynamics bias (COLVARS)"
 
-    is_metad = manifest["protocol"]["ensemble"] == "langevin_metad"
-    own_rama = histogram(TrajectoryReader(run_dir / "traj.dump"))
+    is_metad = subject.ensemble == "langevin_metad"
+    own_rama = histogram(subject.frames())
     curves["ramachandran_counts"] = own_rama.counts
-    if is_metad and not (run_dir / "metad.pmf").is_file():
+    bias_folder = subject.folder or subject.trajectory.parent
+    if is_metad and not (bias_folder / "metad.pmf").is_file():
         result["metrics"]["fes"] = {"value": None, "reason": "no metad.pmf (COLVARS writes it at the end of a run)"}
         return
-    fes, source = from_bias(run_dir) if is_metad else from_histogram(own_rama, str(run_dir))
+    fes, source = from_bias(bias_folder) if is_metad else from_histogram(own_rama, str(subject.trajectory))
     curves.update(phi_deg=fes.phi_deg, psi_deg=fes.psi_deg, fes_kJ_mol=fes.free_energy_kJ_mol,
                   pmf_phi=fes.pmf("phi"), pmf_psi=fes.pmf("psi"))
     result["metrics"]["fes"] = {"value": None, "source": source, "reason": "a surface: see curves.npz"}
@@ -366,8 +583,8 @@ def energy_drift_ev_atom_ps(time_ps: np.ndarray, etotal_eV: np.ndarray, natoms: 
     return float(np.polyfit(time_ps, np.asarray(etotal_eV) / natoms, 1)[0])
 
 
-def _energy_drift(run_dir, manifest, result):
-    rows = np.loadtxt(run_dir / "thermo.dat", comments="#", ndmin=2)
-    slope = energy_drift_ev_atom_ps(rows[:, 1], rows[:, 5], manifest["natoms"])
+def _energy_drift(subject, result):
+    rows = np.loadtxt(subject.folder / "thermo.dat", comments="#", ndmin=2)
+    slope = energy_drift_ev_atom_ps(rows[:, 1], rows[:, 5], subject.manifest["natoms"])
     result["metrics"]["energy_drift"] = {"value": slope, "unit": "eV/atom/ps",
                                          "definition": "least-squares slope of the total energy per atom (NVE)"}

@@ -3,20 +3,27 @@
 ``TrajectoryReader`` reads LAMMPS dumps: text (plain or gzip-compressed) with a compiled
 number parser (``text_numbers``: exact, about 200 MB/s), binary through ovito's reader. A
 frame holds the timestep, the cell (rows a, b, c, LAMMPS's lower-triangular form), the box
-origin, atom IDs, types and positions, sorted by ID. Positions are unwrapped when the dump has
-image flags (``ix iy iz``) or unwrapped columns (``xu yu zu``); other columns land in
-``Frame.extra`` (an ``element`` column as words). Text is read in blocks, so memory holds a
-frame or two, whatever the trajectory's length.
+origin, atom IDs, types and positions (Å, Cartesian), sorted by ID. Coordinates may be
+Cartesian (``x y z``, ``xu yu zu``) or scaled by the cell (``xs ys zs``, the default of
+``dump atom``; ``xsu ysu zsu``), in any cell, triclinic too. Positions are unwrapped when the
+dump has image flags (``ix iy iz``) or unwrapped columns (``xu yu zu``, ``xsu ysu zsu``);
+other columns land in ``Frame.extra`` (an ``element`` column as words). Text is read in
+blocks, so memory holds a frame or two, whatever the trajectory's length.
 
 A truncated last frame is reported (``TrajectoryReader.truncated``) and not returned, never
-misread: LAMMPS ends every line with a newline, so a last frame that lacks atom lines or its
-final newline was cut while written (a number cut short would still parse). A malformed frame
-elsewhere raises ``TrajectoryError`` naming the file and the frame's timestep.
+misread: a last frame that lacks atom lines, or whose last line lacks columns, was cut. A
+last line that has all its columns but no final newline is read when the file is finished
+(``finished=True``, or, by default, when the file has stopped growing: unchanged for
+``SETTLE_SECONDS``); while LAMMPS still writes the file it may be a number cut short, so it is
+dropped as cut. A malformed frame elsewhere raises ``TrajectoryError`` naming the file and
+the frame's timestep.
 """
 
 from __future__ import annotations
 
 import gzip
+import os
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +71,17 @@ def _cell(bounds: list[list[float]], tilted: bool) -> tuple[np.ndarray, np.ndarr
     return cell, np.array([xlo, ylo, zlo])
 
 
-_WRAPPED, _IMAGES, _UNWRAPPED = ("x", "y", "z"), ("ix", "iy", "iz"), ("xu", "yu", "zu")
+_IMAGES = ("ix", "iy", "iz")
+# (columns, scaled by the cell, unwrapped, needs image flags to unwrap), best first
+_POSITION_COLUMNS = (
+    (("x", "y", "z"), False, True, True),
+    (("xs", "ys", "zs"), True, True, True),
+    (("xu", "yu", "zu"), False, True, False),
+    (("xsu", "ysu", "zsu"), True, True, False),
+    (("x", "y", "z"), False, False, False),
+    (("xs", "ys", "zs"), True, False, False),
+)
+SETTLE_SECONDS = 2.0  # a file unchanged this long is taken as finished (no writer appends to it)
 BLOCK_BYTES = 1 << 23  # text read per refill; a frame larger than this grows the buffer
 _TEXT_COLUMNS = ("element",)  # dump columns holding words, not numbers
 
@@ -111,9 +128,11 @@ class _GzipStream:
 class _TextBuffer:
     """The decompressed text of a dump, read in blocks; ``data[pos:]`` is what is left."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, finished):
+        self.path, self.finished = path, finished  # finished: a callable, asked once at the end
         self.file = _GzipStream(path) if _is_gzip(path) else open(path, "rb")
         self.data, self.pos, self.eof = b"", 0, False
+        self.added_newline = False  # the file lacked its final newline and one was added
 
     @property
     def cut_stream(self) -> bool:
@@ -129,6 +148,10 @@ class _TextBuffer:
             raise TrajectoryError(f"{self.file.name}: cannot read: {err}") from None
         self.data, self.pos = self.data[self.pos:] + block, 0
         self.eof = not block
+        if self.eof and self.data[self.pos:] and not self.data.endswith(b"\n") and not self.cut_stream \
+                and self.finished():
+            self.data, self.added_newline = self.data + b"\n", True  # a finished file: its last line is whole
+            return True
         return bool(block)
 
     def lines(self, count: int) -> list[bytes] | None:
@@ -149,12 +172,27 @@ class _TextBuffer:
 class TrajectoryReader:
     """``for frame in TrajectoryReader(path, start, stop, step)``: frames in file order."""
 
-    def __init__(self, path: str | Path, start: int = 0, stop: int | None = None, step: int = 1):
+    def __init__(self, path: str | Path, start: int = 0, stop: int | None = None, step: int = 1,
+                 finished: bool | None = None):
+        """``finished``: True when no program writes the file any more (a finished run), False
+        while one may, None to decide from the file (unchanged for ``SETTLE_SECONDS``)."""
         self.path = Path(path)
         if not self.path.is_file():
             raise TrajectoryError(f"trajectory {self.path} does not exist")
-        self.start, self.stop, self.step = start, stop, step
+        self.start, self.stop, self.step, self.finished = start, stop, step, finished
         self.truncated: str | None = None  # why the last frame was dropped, when it was
+
+    def _is_finished(self) -> bool:
+        """Whether the file is complete: as told, or unchanged (size and time) for SETTLE_SECONDS."""
+        if self.finished is not None:
+            return self.finished
+        before = os.stat(self.path)
+        wait = SETTLE_SECONDS - (time.time() - before.st_mtime)
+        if wait <= 0:
+            return True
+        time.sleep(wait)
+        after = os.stat(self.path)
+        return (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
 
     def _wanted(self, index: int) -> bool:
         return index >= self.start and (index - self.start) % self.step == 0
@@ -177,7 +215,7 @@ class TrajectoryReader:
     # ------------------------------------------------------------ text dumps
 
     def _text_frames(self) -> Iterator[Frame]:
-        text = _TextBuffer(self.path)
+        text = _TextBuffer(self.path, self._is_finished)
         try:
             index = 0
             while self.stop is None or index < self.stop:
@@ -232,6 +270,9 @@ class TrajectoryReader:
                 present = text.data[text.pos:].count(b"\n")
                 self._cut(f"at step {step} is truncated ({present} of {natoms} atom lines, the last one cut)")
                 return None
+        if status == text_numbers.MALFORMED and text.added_newline and text.data.find(b"\n", end) == len(text.data) - 1:
+            self._cut(f"at step {step} is truncated (its last line, without a final newline, lacks columns)")
+            return None
         if status == text_numbers.MALFORMED:
             line = text.data[text.pos:end].count(b"\n") + 1
             raise TrajectoryError(f"{self.path}: frame at step {step} has malformed atom lines (atom line {line})")
@@ -248,6 +289,9 @@ class TrajectoryReader:
             self._cut(f"at step {step} is truncated")
             return None
         rows = [line.split() for line in lines]
+        if text.added_newline and text.pos == len(text.data) and len(rows[-1]) != len(columns):
+            self._cut(f"at step {step} is truncated (its last line, without a final newline, lacks columns)")
+            return None
         numeric = [k for k, c in enumerate(columns) if c not in _TEXT_COLUMNS]
         try:
             for k, row in enumerate(rows):
@@ -277,17 +321,17 @@ class TrajectoryReader:
             data = data[np.argsort(ids, kind="stable")]
         cell, origin = _cell(bounds, tilted)
         pbc = tuple(word.startswith("pp") for word in (boundary_words[-3:] if boundary_words else ["pp"] * 3))
-        if all(k in col for k in _WRAPPED + _IMAGES):
-            used, unwrapped = _WRAPPED + _IMAGES, True
-            positions = data[:, [col[k] for k in _WRAPPED]] + data[:, [col[k] for k in _IMAGES]] @ cell
-        elif all(k in col for k in _UNWRAPPED):
-            used, unwrapped = _UNWRAPPED, True
-            positions = data[:, [col[k] for k in _UNWRAPPED]]
-        elif all(k in col for k in _WRAPPED):
-            used, unwrapped = _WRAPPED, False
-            positions = data[:, [col[k] for k in _WRAPPED]]
+        for names, scaled, unwrapped, with_images in _POSITION_COLUMNS:
+            used = names + (_IMAGES if with_images else ())
+            if all(k in col for k in used):
+                break
         else:
-            raise TrajectoryError(f"{self.path}: dump has no x y z or xu yu zu columns")
+            raise TrajectoryError(f"{self.path}: dump has no position columns (x y z, xu yu zu, xs ys zs or xsu ysu zsu)")
+        positions = data[:, [col[k] for k in names]]
+        if with_images:
+            positions = positions + data[:, [col[k] for k in _IMAGES]] @ (np.eye(3) if scaled else cell)
+        if scaled:  # fractions of the cell vectors, from the box's lower corner
+            positions = origin + positions @ cell
         extra = {name: data[:, k] for name, k in col.items() if name not in {"id", "type", *used}}
         return Frame(step, cell, origin, data[:, col["id"]].astype(np.int64), data[:, col["type"]].astype(np.int64),
                      positions, unwrapped, pbc, extra)
@@ -450,17 +494,18 @@ class ArrayDatasetReader:
 
 
 def open_trajectory(path: str | Path, elements: list[str] | None = None, start: int = 0, stop: int | None = None,
-                    step: int = 1):
+                    step: int = 1, finished: bool | None = None):
     """The reader for ``path``: LAMMPS dumps (text, gzip, binary), the paper's .npz/.npy
     datasets, anything else through ASE (extxyz, .traj, ...). ``elements`` maps element
-    symbols to type numbers for the readers that see symbols."""
+    symbols to type numbers for the readers that see symbols; ``finished`` is for dumps
+    (``TrajectoryReader``)."""
     path = Path(path)
     if path.suffix in (".npz", ".npy"):
         return ArrayDatasetReader(path, elements, start, stop, step)
     if path.suffix in (".xyz", ".extxyz", ".traj") or (path.is_file() and path.suffix not in (".dump", ".bin", ".gz", ".lammpstrj")
                                                        and not _is_gzip(path) and not _is_dump_text(path)):
         return ASETrajectoryReader(path, elements, index=f"{start}:{'' if stop is None else stop}:{step}")
-    return TrajectoryReader(path, start, stop, step)
+    return TrajectoryReader(path, start, stop, step, finished=finished)
 
 
 def _is_dump_text(path: Path) -> bool:
