@@ -25,12 +25,13 @@ debian-packages:
 	fi
 
 # torch first: an unpinned torch pulled in by another package would be a CUDA build of several GB.
+# PYTHONWARNINGS hides the notice setuptools prints on every editable install ("Editable installation").
 $(STAMP): requirements.txt pyproject.toml | debian-packages
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip || true
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -r requirements.txt
-	$(BIN)/pip install -q --no-deps -e .
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install -q --no-deps -e .
 	touch $@
 
 $(PLUGIN): $(STAMP) $(PLUGIN_SOURCES)

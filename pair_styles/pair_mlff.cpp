@@ -82,7 +82,9 @@ static std::string first_line(const char *what)
 }
 
 // CPU features an AOTInductor file was compiled for (its AOTI_CPU_ISA metadata) that this
-// CPU lacks; running such code would die with an illegal instruction
+// CPU lacks; running such code would die with an illegal instruction. The Python side's
+// table (ISA_FLAGS in lmpbench/cpu.py, /proc/cpuinfo spellings) mirrors this one: same names,
+// same order; change both together
 static std::string missing_cpu_features(const std::string &isa)
 {
   static const std::map<std::string, bool> supported = {

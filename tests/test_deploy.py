@@ -16,6 +16,7 @@ from lammps_helpers import nve_lines, system_deck
 
 from lmpbench.cli.main import cli
 from lmpbench.contract import ModelMetadata, save_model
+from lmpbench.cpu import cpu_flags, isa_support, read_cpuinfo
 from lmpbench.decks import LammpsRunError, run_deck
 from lmpbench.deploy import DeployCheckError, DeployError, check, deploy, load_source, read_deployed_metadata
 from lmpbench.models import ToyMessagePassing
@@ -192,21 +193,29 @@ def _craft_aoti(src: Path, dst: Path, **changes):
     return dst
 
 
-def _cpu_flags():
-    try:
-        return open("/proc/cpuinfo").read()
-    except OSError:
-        return ""
+def _cpu_isa_case():
+    """(changes, message) for the CPU-feature check: an AOTI_CPU_ISA naming the features this
+    CPU has and then the first one of lmpbench.cpu's table (the pair style's) that it lacks;
+    the refusal must name exactly that one."""
+    if not cpu_flags(read_cpuinfo()):
+        pytest.skip("cannot read this CPU's flags from /proc/cpuinfo")
+    support = isa_support()
+    lacking = [name for name, has in support.items() if not has]
+    if not lacking:
+        pytest.skip(f"this CPU has every AOTInductor ISA feature of the table ({' '.join(support)}): "
+                    "no file compiled for a feature it lacks can be crafted")
+    isa = " ".join([name for name, has in support.items() if has] + lacking[:1])
+    return {"AOTI_CPU_ISA": isa}, rf"compiled for CPU features '{isa}' and this CPU lacks {lacking[0]};"
 
 
 @pytest.mark.parametrize("changes, message", [
     ({"torch_version": "2.99.0"}, r"compiled with torch 2\.99\.0 but this plugin links torch"),
     ({"AOTI_DEVICE_KEY": "cuda"}, r"compiled for device cuda but pair_style mlff runs on cpu"),
-    ({"AOTI_CPU_ISA": "AVX512 AVX512_FP16"}, r"compiled for CPU features 'AVX512 AVX512_FP16' and this CPU lacks"),
-])
+    (None, None),  # CPU features: from what this CPU lacks (_cpu_isa_case)
+], ids=["torch_version", "device", "cpu_isa"])
 def test_load_time_checks(deployed, tmp_path, changes, message):
-    if "AVX512_FP16" in changes.get("AOTI_CPU_ISA", "") and "avx512fp16" in _cpu_flags():
-        pytest.skip("this CPU has AVX512_FP16")
+    if changes is None:
+        changes, message = _cpu_isa_case()
     crafted = _craft_aoti(deployed["aoti-local"], tmp_path / "crafted.pt2", **changes)
     proc = run_lmp(_alloy_deck(tmp_path, crafted) + "\nrun 0", tmp_path)
     assert proc.returncode == 1
