@@ -284,3 +284,23 @@ def test_rdf_normalisation_variant_is_labelled(water_runs):
     np.testing.assert_array_equal(g_variant["g_H-O"], g_paper["g_H-O"])
     with pytest.raises(AnalysisError, match="RDF normalisation must be one of"):
         analyze(water_runs[2], rdf_normalization="other")
+
+
+def test_a_run_dump_analysed_as_a_file_equals_its_run_folder(water_runs, tmp_path):
+    """`analyze FILE --system water` with the elements from the run's data file (masses 15.9994
+    and 1.008 name O and H) gives the run folder's metrics; the step numbers give the spacing."""
+    folder = CliRunner().invoke(cli, ["analyze", str(water_runs[2]), "--reference", str(water_runs[1])])
+    assert folder.exit_code == 0, folder.output
+    expected = json.loads((water_runs[2] / "metrics.json").read_text())
+    result = CliRunner().invoke(cli, ["analyze", str(water_runs[2] / "traj.dump"), "--system", "water", "--data",
+                                      str(water_runs[2] / "start.data"), "--timestep-fs", "0.5",
+                                      "--reference", str(water_runs[1] / "traj.dump"), "--out", str(tmp_path), "--plot"])
+    assert result.exit_code == 0, result.output
+    got = json.loads((tmp_path / "metrics.json").read_text())
+    assert got["types"]["elements"] == json.loads((water_runs[2] / "run.json").read_text())["type_elements"]
+    assert got["frame_interval_ps"] == pytest.approx(expected["frame_interval_ps"])
+    assert got["metrics"]["stability_ps"]["value"] == expected["metrics"]["stability_ps"]["value"]
+    for pair in ("O-O", "H-H", "H-O"):
+        assert got["metrics"]["rdf_mae"][pair]["value"] == pytest.approx(expected["metrics"]["rdf_mae"][pair]["value"],
+                                                                         rel=1e-12)
+    assert {p.name for p in tmp_path.glob("*.png")} == {"rdf.png"}
