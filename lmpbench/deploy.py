@@ -341,6 +341,24 @@ EXPORTERS = {
 }
 
 
+def _causes(err: BaseException):
+    while err is not None:
+        yield err
+        err = err.__cause__ or err.__context__
+
+
+def _missing_training_file(err: BaseException) -> str | None:
+    """The file a failed nequip load did not find, when that is why it failed."""
+    return next((str(e.filename) for e in _causes(err) if isinstance(e, FileNotFoundError) and e.filename), None)
+
+
+def _first_line_of_chain(err: BaseException) -> str:
+    """First line of the error and of the error that caused it (wrappers such as hydra's cut
+    the useful part: 'Error in call to target ...:')."""
+    lines = [str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__ for e in _causes(err)]
+    return lines[0] + (f" ({lines[-1]})" if len(lines) > 1 and lines[-1] != lines[0] else "")
+
+
 # ---------------------------------------------------------------------------------------------
 # check
 
@@ -355,13 +373,14 @@ class CheckReport:
     forces_eV_A: float
     stress_eV_A3: float
     tolerance: dict
+    structure: str = ""  # what was evaluated, in words
 
     @property
     def passed(self) -> bool:
         return all(getattr(self, k) <= tol for k, tol in self.tolerance.items())
 
     def lines(self) -> list[str]:
-        rows = [f"check on {self.natoms} atoms, LAMMPS vs {self.reference}:"]
+        rows = [f"check on {self.structure or f'{self.natoms} atoms'}, LAMMPS vs {self.reference}:"]
         for key, label in (("energy_eV", "energy (eV)"), ("forces_eV_A", "forces (eV/Å)"), ("stress_eV_A3", "stress (eV/Å³)")):
             value, tol = getattr(self, key), self.tolerance[key]
             rows.append(f"  max |Δ| {label:15s} {value:10.3e}  (tolerance {tol:.0e}) {'ok' if value <= tol else 'FAILED'}")
@@ -443,7 +462,13 @@ def python_evaluate(source: SourceModel, atoms: Atoms) -> tuple[dict, str]:
 def check(model_file: str | Path, source: SourceModel, atoms: Atoms | None = None, pair_args: str = "") -> CheckReport:
     """Evaluate ``atoms`` (default: ``default_structure``) in LAMMPS and in Python."""
     meta = source.metadata
-    atoms = default_structure(meta.type_names) if atoms is None else atoms
+    if atoms is None:
+        atoms = default_structure(meta.type_names)
+        described = (f"lmpbench's test structure, a rattled and sheared fcc {'-'.join(sorted(set(atoms.get_chemical_symbols())))} "
+                     f"crystal of {len(atoms)} atoms in a periodic triclinic cell")
+    else:
+        described = (f"the given structure, {atoms.get_chemical_formula()} ({len(atoms)} atoms, "
+                     f"{'periodic' if atoms.pbc.all() else 'not periodic' if not atoms.pbc.any() else 'partly periodic'})")
     unknown = sorted(set(atoms.get_chemical_symbols()) - set(meta.type_names))
     if unknown:
         raise DeployError(f"structure has element(s) {', '.join(unknown)} that the model lacks (it has {' '.join(meta.type_names)})")
@@ -451,7 +476,8 @@ def check(model_file: str | Path, source: SourceModel, atoms: Atoms | None = Non
     ref, reference = python_evaluate(source, lmp["atoms"])
     stress = 0.0 if ref["stress"] is None or not lmp["atoms"].pbc.all() else float(np.abs(lmp["stress"] - ref["stress"]).max())
     return CheckReport(len(atoms), reference, abs(lmp["energy"] - ref["energy"]),
-                       float(np.abs(lmp["forces"] - ref["forces"]).max()), stress, TOLERANCES[meta.model_dtype])
+                       float(np.abs(lmp["forces"] - ref["forces"]).max()), stress, TOLERANCES[meta.model_dtype],
+                       described)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -519,7 +545,15 @@ def deploy(model: str | Path, out: str | Path, target: str = "auto", ranks: int 
         except DeployError:
             raise
         except Exception as err:  # an export that fails moves on to the fallback
-            fallback_reason = f"{name} failed: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+            missing = _missing_training_file(err) if source.kind == "nequip" else None
+            if missing:
+                shutil.rmtree(staging_dir, ignore_errors=True)
+                raise DeployError(
+                    f"{model}: nequip rebuilds a checkpoint's data module when it loads one, and its training data "
+                    f"file {missing} does not exist (a checkpoint moved from another machine?); restore the file, or "
+                    "deploy a .nequip.zip made with `nequip-package` where it was trained: a package deploys "
+                    "anywhere") from None
+            fallback_reason = f"{name} failed: {_first_line_of_chain(err)}"
             echo(fallback_reason)
             shutil.rmtree(staging_dir, ignore_errors=True)
             continue

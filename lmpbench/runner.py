@@ -26,7 +26,6 @@ import json
 import math
 import os
 import re
-import shutil
 import signal
 import socket
 import sys
@@ -108,6 +107,7 @@ class RunConfig:
     dump_extra: tuple[str, ...] = ()  # "velocities", "forces"
     device: str = "cpu"
     threads: int = 1
+    collapse_criteria: str = "all"  # a key of COLLAPSE_CRITERIA
 
     @property
     def total_steps(self) -> int:
@@ -135,7 +135,16 @@ class RunConfig:
             "structure": _sha256(self.structure) if self.structure else None,
             "seed": self.seed, "steps": self.total_steps, "chunk_steps": self.chunk,
             "dump_extra": list(self.dump_extra),
+            # absent when default, so folders written before the choice existed still resume
+            **({"collapse_criteria": self.collapse_criteria} if self.collapse_criteria != "all" else {}),
         }
+
+
+COLLAPSE_CRITERIA = {
+    "all": "the benchmark's (lost atoms, non-finite energy, T outside [0.1, 1e5] K, molecule bonds 0.5 Å off) "
+           "and lmpbench's structural and energy-band checks (lmpbench.collapse)",
+    "paper": "the benchmark's only (lost atoms, non-finite energy, T outside [0.1, 1e5] K, molecule bonds 0.5 Å off)",
+}
 
 
 def _sha256(path) -> str:
@@ -246,7 +255,7 @@ def _model_elements(config: RunConfig) -> list[str]:
 
 def write_run_files(config: RunConfig, atoms, run_dir: Path) -> dict[str, str]:
     """Deck, force field, data file (and COLVARS input); returns the LAMMPS variables."""
-    from lmpbench.structures import boundary, write_lammps_data
+    from lmpbench.structures import boundary, copy_data_file, write_lammps_data
 
     ff = config.classical
     elements = _type_elements(config, atoms)
@@ -255,8 +264,8 @@ def write_run_files(config: RunConfig, atoms, run_dir: Path) -> dict[str, str]:
         if missing:
             raise RunError(f"model {config.model} lacks element(s) {', '.join(missing)} of the structure")
     if ff is not None and ff.atom_style == "full":
-        shutil.copy(config.system.structure_path() if config.structure is None else config.structure,
-                    run_dir / "start.data")
+        copy_data_file(config.system.structure_path() if config.structure is None else config.structure,
+                       run_dir / "start.data")
     else:
         write_lammps_data(run_dir / "start.data", atoms, elements)
 
@@ -503,6 +512,8 @@ def _new_manifest(config: RunConfig, config_hash: str, lmp, variables: dict, ato
                      "plugin": str(plugin.plugin_path(must_exist=False))},
         "mpi_ranks": lmp.extract_setting("world_size"),
         "threads": config.threads,
+        "collapse_criteria": {"name": config.collapse_criteria,
+                              "description": COLLAPSE_CRITERIA[config.collapse_criteria]},
         "device": config.device,
         "host": socket.gethostname(),
         "seed": config.seed,
@@ -549,6 +560,15 @@ def _drive(lmp, config, manifest, start_step, atoms, stop, progress, echo) -> Ru
     from lmpbench.analysis.geometry import bonds as bonds_of
 
     bonds = bonds_of(atoms.get_chemical_symbols(), atoms.positions) if config.system.category == "molecule" else None
+    from lmpbench.collapse import CollapseWatch
+
+    watch = None
+    if config.collapse_criteria == "all":
+        watch = CollapseWatch(Path("traj.dump"), Path(".collapse_verdict"), manifest.is_root,
+                              _type_elements(config, atoms), len(atoms), config.protocol.temperature_K,
+                              resumed_at=start_step,
+                              energy_reference=(manifest.data.get("collapse_checks") or {}).get("energy_reference_eV_atom"))
+    collapse_step = None
     last_checkpoint = time.monotonic()
     timed_steps, timed_seconds, first_chunk = 0, 0.0, True
     step = start_step
@@ -574,6 +594,8 @@ def _drive(lmp, config, manifest, start_step, atoms, stop, progress, echo) -> Ru
                 timed_seconds += elapsed
             first_chunk = False
             reason = _check_collapse(lmp, bonds)
+            if watch and (found := watch.check(lmp, step)):  # collective: every rank asks, whatever the thermo said
+                collapse_step, reason = found  # a saved frame at or before this step: the earliest sign
             if reason:
                 status = "collapsed"
                 break
@@ -582,7 +604,8 @@ def _drive(lmp, config, manifest, start_step, atoms, stop, progress, echo) -> Ru
             if interrupted or step == total or time.monotonic() - last_checkpoint >= 60 * config.checkpoint_minutes:
                 _write_restart(lmp, manifest, step)
                 last_checkpoint = time.monotonic()
-            manifest.update(steps_done=step, speed=_speed(timed_steps, timed_seconds, dt_ps, len(atoms)))
+            manifest.update(steps_done=step, speed=_speed(timed_steps, timed_seconds, dt_ps, len(atoms)),
+                            collapse_checks=watch.record() if watch else None)
             if interrupted:
                 name = signal.Signals(stop.received).name if stop.received else "a stop request"
                 status, reason = "interrupted", f"{name} at step {step}; run the same command to resume"
@@ -590,11 +613,18 @@ def _drive(lmp, config, manifest, start_step, atoms, stop, progress, echo) -> Ru
     finally:
         bar.close()
     manifest.update(status=status, reason=reason, steps_done=step, end_time=datetime.now(timezone.utc).isoformat(),
-                    collapse={"step": step, "time_ps": step * dt_ps, "reason": reason} if status == "collapsed" else None,
+                    collapse=_collapse_record(collapse_step if collapse_step is not None else step, step, dt_ps, reason)
+                    if status == "collapsed" else None,
                     speed=_speed(timed_steps, timed_seconds, dt_ps, len(atoms)))
     if status != "finished" and manifest.is_root:
         echo(f"run {status} at step {step}: {reason}")
     return RunResult(status, step, manifest.data, Path.cwd(), reason, manifest.is_root)
+
+
+def _collapse_record(step: int, detected_at: int, dt_ps: float, reason: str) -> dict:
+    """Where the run collapsed (the first broken saved frame, or the step a check fired) and
+    the step at which the run noticed and stopped."""
+    return {"step": step, "time_ps": step * dt_ps, "reason": reason, "detected_at_step": detected_at}
 
 
 def _write_restart(lmp, manifest, step: int) -> None:

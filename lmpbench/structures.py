@@ -42,3 +42,15 @@ def write_lammps_data(path: str | Path, atoms: Atoms, elements: list[str]) -> Pa
         ase_write(fd, atoms, specorder=list(elements), masses=True, units="metal", atom_style="atomic",
                   force_skew=True)
     return path
+
+
+def copy_data_file(source: str | Path, path: str | Path) -> Path:
+    """Copy a LAMMPS data file for a metal-units run, its header line (a comment LAMMPS
+    ignores, which ``write_data`` fills with the writer's units) replaced by one that says so:
+    positions in Å and masses in g/mol read the same in real and metal units."""
+    source, path = Path(source), Path(path)
+    lines = source.read_text().splitlines(keepends=True)
+    header = f"LAMMPS data file {source.name}, read by lmpbench in metal units (Å, g/mol)\n"
+    Path(path).write_text(header + "".join(lines[1:]))
+    return path
+

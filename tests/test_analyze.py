@@ -23,6 +23,9 @@ def run(out, *args):
 
 
 WATER = ["--model", "classical:spcfw", "--system", "water", "--timestep-fs", 0.5, "--dump-every", 20]
+# the LJ stand-in holds molecules without bonds: its runs test the analysis, not structures, so
+# they stop on the benchmark's own collapse criteria only
+STAND_IN = ["--collapse-criteria", "paper"]
 
 
 @pytest.fixture(scope="module")
@@ -113,15 +116,19 @@ def test_collapsed_run_is_analysed_over_its_stable_part(water_runs, tmp_path):
 
 
 def test_molecule_metrics(tmp_path):
-    args = ["--model", "classical:lj", "--system", "md17_ethanol", "--steps", 400, "--temperature", 50,
-            "--dump-every", 20]
+    args = ["--model", "classical:lj", "--system", "md17_ethanol", "--steps", 2400, "--temperature", 50,
+            "--dump-every", 20, *STAND_IN]
     a = run(tmp_path / "a", *args, "--seed", 1)
     b = run(tmp_path / "b", *args, "--seed", 2)
     result = analyze(b, a)
-    assert result["metrics"]["stability_ps"]["value"] == pytest.approx(0.2)  # 21 frames, 0.01 ps apart
-    assert result["metrics"]["stability_ps"]["reference_bond_lengths"] == "mean over 21 reference frames (paper)"
+    assert result["metrics"]["stability_ps"]["value"] == pytest.approx(1.2)  # 121 frames, 0.01 ps apart
+    assert result["metrics"]["stability_ps"]["reference_bond_lengths"] == "mean over 121 reference frames (paper)"
     assert 0 < result["metrics"]["h_mae"]["value"] < 1.0
     assert analyze(a, a)["metrics"]["h_mae"]["value"] == 0.0
+    # less than 1 ps of frames: no h(r) error, and the reason instead of a number
+    short = run(tmp_path / "short", *args[:4], "--steps", 400, *args[6:], "--seed", 3)
+    h_mae = analyze(short, a)["metrics"]["h_mae"]
+    assert h_mae["value"] is None and "fewer than the 100 of one 1 ps window" in h_mae["reason"]
 
 
 def test_molecule_reference_bond_lengths_are_the_reference_mean(tmp_path):
@@ -133,7 +140,8 @@ def test_molecule_reference_bond_lengths_are_the_reference_mean(tmp_path):
 
     from lmpbench.analysis.trajectory import KCAL_MOL_TO_EV
 
-    args = ["--model", "classical:lj", "--system", "md17_ethanol", "--steps", 200, "--temperature", 50, "--dump-every", 20]
+    args = ["--model", "classical:lj", "--system", "md17_ethanol", "--steps", 200, "--temperature", 50, "--dump-every", 20,
+            *STAND_IN]
     a = run(tmp_path / "a", *args, "--seed", 1)
     elements = json.loads((a / "run.json").read_text())["type_elements"]
     frames = list(TrajectoryReader(a / "traj.dump"))
@@ -165,7 +173,7 @@ def test_nve_energy_drift(tmp_path):
 def test_bad_input(tmp_path, water_runs):
     with pytest.raises(AnalysisError, match="is not a run folder"):
         analyze(tmp_path)
-    mol = run(tmp_path / "mol", "--model", "classical:lj", "--system", "md17_ethanol", "--steps", 100,
+    mol = run(tmp_path / "mol", *STAND_IN, "--model", "classical:lj", "--system", "md17_ethanol", "--steps", 100,
               "--temperature", 50)
     with pytest.raises(AnalysisError, match="is a md17_ethanol run, not water"):
         analyze(water_runs[1], mol)
@@ -207,7 +215,7 @@ def test_alanine_metadynamics_metrics(tmp_path):
     from lmpbench.analysis.geometry import dihedral_deg
     from lmpbench.systems import get_system
 
-    args = ["--model", "classical:lj", "--system", "alanine_dipeptide", "--steps", 400, "--timestep-fs", 0.5,
+    args = [*STAND_IN, "--model", "classical:lj", "--system", "alanine_dipeptide", "--steps", 400, "--timestep-fs", 0.5,
             "--temperature", 50, "--dump-every", 20, "--set", "metad_pace=20"]
     a = run(tmp_path / "a", *args, "--seed", 1)
     b = run(tmp_path / "b", *args, "--seed", 2)
@@ -304,3 +312,88 @@ def test_a_run_dump_analysed_as_a_file_equals_its_run_folder(water_runs, tmp_pat
         assert got["metrics"]["rdf_mae"][pair]["value"] == pytest.approx(expected["metrics"]["rdf_mae"][pair]["value"],
                                                                          rel=1e-12)
     assert {p.name for p in tmp_path.glob("*.png")} == {"rdf.png"}
+
+
+def _write_dump(path, frames):
+    """A plain LAMMPS custom dump (orthorhombic cells) of ``frames``, written here by hand."""
+    with open(path, "w") as f:
+        for frame in frames:
+            lo, hi = frame.origin, frame.origin + np.diag(frame.cell)
+            f.write(f"ITEM: TIMESTEP\n{frame.step}\nITEM: NUMBER OF ATOMS\n{len(frame.ids)}\nITEM: BOX BOUNDS pp pp pp\n")
+            f.write("".join(f"{a:.16e} {b:.16e}\n" for a, b in zip(lo, hi)))
+            f.write("ITEM: ATOMS id type x y z\n")
+            f.write("".join(f"{i} {t} {x:.12f} {y:.12f} {z:.12f}\n" for i, t, (x, y, z) in
+                            zip(frame.ids, frame.types, frame.positions)))
+
+
+def _hydrogen_to_another_oxygen(frame, o_type, h_type):
+    """Move the hydrogen nearest to an oxygen not its own to 1.0 Å from that oxygen (minimum
+    image, computed here with ASE)."""
+    from ase.geometry import get_distances
+
+    o, h = np.flatnonzero(frame.types == o_type), np.flatnonzero(frame.types == h_type)
+    vectors, d = get_distances(frame.positions[h], frame.positions[o], cell=frame.cell, pbc=True)
+    own = d.argmin(axis=1)  # each hydrogen's own oxygen
+    d[np.arange(len(h)), own] = np.inf
+    k, m = np.unravel_index(np.argmin(d), d.shape)  # the shortest hydrogen bond
+    frame.positions[h[k]] = frame.positions[o[m]] - vectors[k, m] / d[k, m] * 1.0
+    return frame
+
+
+@pytest.mark.parametrize("event", ["atoms_on_each_other", "hydrogen_to_another_oxygen"])
+def test_structural_metric_sees_injected_events_at_their_frame(water_runs, tmp_path, event):
+    """The healthy SPC/Fw run is whole throughout; the same run with an event injected at frame
+    k breaks exactly at k, by the structural criterion, while the paper's RDF windows miss it."""
+    import shutil
+
+    healthy = analyze(water_runs[1], water_runs[2])["metrics"]["structural_stability_ps"]
+    assert healthy["first_broken_step"] is None and healthy["value"] == pytest.approx(2.0)
+    manifest = json.loads((water_runs[1] / "run.json").read_text())
+    o_type, h_type = manifest["type_elements"].index("O") + 1, manifest["type_elements"].index("H") + 1
+    k = 57
+    frames = list(TrajectoryReader(water_runs[1] / "traj.dump"))
+    for index in range(k, len(frames)):
+        frame = frames[index]
+        if event == "atoms_on_each_other":
+            frame.positions[5] = frame.positions[100] + np.array([0.05, 0.0, 0.0])
+        elif index == k:
+            _hydrogen_to_another_oxygen(frame, o_type, h_type)
+    broken = tmp_path / "broken"
+    shutil.copytree(water_runs[1], broken)
+    _write_dump(broken / "traj.dump", frames)
+    metrics = analyze(broken, water_runs[2])["metrics"]
+    structural = metrics["structural_stability_ps"]
+    assert structural["first_broken_step"] == frames[k].step, structural
+    assert structural["value"] == pytest.approx((k - 1) * 0.01)
+    expected = "close contact" if event == "atoms_on_each_other" else "(broke|new bond)"
+    assert __import__("re").search(expected, structural["reason"])
+    assert metrics["stability_ps"]["value"] > structural["value"]  # the paper's criterion misses it
+    # the in-run check reads the dump as a run writes it: first the frames before k, then the rest
+    from lmpbench.collapse import CollapseWatch
+
+    growing = tmp_path / "growing.dump"
+    _write_dump(growing, frames[:k - 3])
+    watch = CollapseWatch(growing, tmp_path / "verdict", True, manifest["type_elements"], 192, 300.0)
+    assert watch._scan() == ""
+    _write_dump(growing, frames)
+    verdict = watch._scan()
+    assert verdict.split()[0] == str(frames[k].step) and structural["reason"] in verdict
+
+
+def test_a_run_collapsed_at_its_first_frame_has_no_curve_errors(water_runs, tmp_path):
+    import shutil
+
+    folder = tmp_path / "collapsed"
+    shutil.copytree(water_runs[1], folder)
+    manifest = json.loads((folder / "run.json").read_text())
+    manifest.update(status="collapsed", collapse={"step": 0, "reason": "injected for the test"})
+    (folder / "run.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(cli, ["analyze", str(folder), "--reference", str(water_runs[2])])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((folder / "metrics.json").read_text())["metrics"]
+    assert metrics["stability_ps"]["frames_used"] == 1
+    for pair in ("O-O", "H-H", "H-O"):
+        assert metrics["rdf_mae"][pair]["value"] is None
+        assert "not computable: 1 stable frame(s), fewer than the 100 of one 1 ps window" in metrics["rdf_mae"][pair]["reason"]
+    assert metrics["diffusivity"]["value"] is None and metrics["diffusivity"]["reason"]
+    assert "rdf_mae O-O" in result.output and "not computable" in result.output

@@ -355,3 +355,37 @@ def test_analyze_test_data_uses_the_runs_model(deployed, tmp_path):
     direct = force_energy_errors(deployed["aoti-local"], tmp_path / "labelled.xyz")
     assert forces["value"] == direct["forces_mae_meV_A"] and forces["energy_mae_meV_atom"] == direct["energy_mae_meV_atom"]
     assert forces["frames"] == 2 and "forces" in result.output
+
+
+def test_checkpoint_whose_training_data_moved(nequip_ckpt, tmp_path):
+    """nequip rebuilds a checkpoint's data module on load: a checkpoint whose training file is
+    gone (moved to another machine) gets a message that names the file and the way out."""
+    data = nequip_ckpt.parent.parent / "emt_train.xyz"
+    assert data.is_file()
+    aside = tmp_path / "emt_train.xyz"
+    data.rename(aside)
+    try:
+        result = CliRunner().invoke(cli, ["deploy", str(nequip_ckpt), "-o", str(tmp_path / "m.pt2"), "--target", "aoti-ghost"])
+    finally:
+        aside.rename(data)
+    assert result.exit_code == 1
+    error = result.output.strip().splitlines()[-1]
+    assert error.startswith("Error: ") and f"training data file {data} does not exist" in error
+    assert "nequip-package" in error and not (tmp_path / "m.pt2").exists()
+    assert not list(tmp_path.glob(".m.pt2.*"))  # no staging folder left behind
+
+
+def test_check_says_what_it_evaluated(deployed):
+    from ase.build import bulk
+
+    from lmpbench.deploy import source_for_check
+
+    source = source_for_check(deployed["aoti-ghost"])
+    report = check(deployed["aoti-ghost"], source)
+    assert report.lines()[0].startswith("check on lmpbench's test structure, a rattled and sheared fcc Au-Cu crystal of "
+                                        f"{report.natoms} atoms")
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2))
+    atoms.rattle(0.02, seed=1)
+    given = check(deployed["aoti-ghost"], source, atoms)
+    assert given.lines()[0].startswith("check on the given structure, Cu32 (32 atoms, periodic), LAMMPS vs")
+    assert given.passed

@@ -18,6 +18,9 @@ from lmpbench.engine import lammps_environment, mpirun_executable
 from lmpbench.models import ToyMessagePassing
 
 LMPBENCH = [sys.executable, "-m", "lmpbench.cli.main"]
+# the LJ stand-ins hold molecules without bonds and the toy models are random: they test decks,
+# not structures, so their runs use the benchmark's own collapse criteria only
+STAND_IN = ("--collapse-criteria", "paper")
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +76,7 @@ def test_system_runs(system, model, toy_models, tmp_path):
     model = toy_models.get(model, model)
     out = tmp_path / "run"
     lmpbench_run("--model", model, "--system", system, "--out", out, "--steps", 300, "--chunk-steps", 100,
-                 "--dump-every", 50, "--seed", 7, *cold)
+                 "--dump-every", 50, "--seed", 7, *cold, *(STAND_IN if model != "classical:spcfw" else ()))
     manifest = json.loads((out / "run.json").read_text())
     assert manifest["status"] == "finished" and manifest["steps_done"] == 300
     assert manifest["seed"] == 7 and manifest["mpi_ranks"] == 1 and manifest["deck_sha256"]
@@ -96,14 +99,16 @@ def test_system_runs(system, model, toy_models, tmp_path):
     assert abs(rows[0, 2] - expected_T) / expected_T < 0.02
     assert frames(out) == list(range(0, 301, 50))
     assert (out / "in.lmp").is_file() and (out / "start.data").is_file() and (out / "forcefield.in").is_file()
+    header = (out / "start.data").read_text().splitlines()[0]  # a comment, but users read it
+    assert "units = real" not in header and ("metal" in header or "units" not in header), header
 
 
 def test_plugin_and_classical_lj_give_the_same_run(toy_models, tmp_path):
     """The same deck with lj/cut and with the same LJ as a TorchScript model via pair mlff."""
     common = ["--system", "md17_naphthalene", "--steps", 200, "--chunk-steps", 100, "--dump-every", 20,
               "--temperature", 50]
-    lmpbench_run("--model", "classical:lj", *common, "--out", tmp_path / "lj")
-    lmpbench_run("--model", toy_models["CHO_lj"], *common, "--out", tmp_path / "mlff")
+    lmpbench_run("--model", "classical:lj", *common, *STAND_IN, "--out", tmp_path / "lj")
+    lmpbench_run("--model", toy_models["CHO_lj"], *common, *STAND_IN, "--out", tmp_path / "mlff")
     np.testing.assert_allclose(thermo(tmp_path / "mlff"), thermo(tmp_path / "lj"), rtol=1e-9, atol=1e-12)
 
 
@@ -141,7 +146,7 @@ dihedrals = {hcco = [5, 1, 2, 3]}
 """ % (Path(__file__).parents[1] / "lmpbench" / "data" / "structures" / "ethanol.xyz"))
     out = tmp_path / "metad"
     lmpbench_run("--model", "classical:lj", "--system", "ethanol_dihedral", "--systems-file", toml, "--out", out,
-                 "--temperature", 50)
+                 "--temperature", 50, *STAND_IN)
     assert json.loads((out / "run.json").read_text())["status"] == "finished"
     traj = out / "metad.colvars.traj"
     assert traj.is_file() and "hcco" in traj.read_text().splitlines()[0]
@@ -330,3 +335,38 @@ def test_pymatgen_structure_file(tmp_path):
                  "--temperature", 50, "--dump-every", 10)
     start = (out / "start.data").read_text()
     assert "4 atoms" in start and "3 atom types" in start
+
+
+@pytest.fixture(scope="module")
+def sticky_model(tmp_path_factory):
+    """A deliberately bad force field for water: a Morse well at 0.3 Å pulls every pair together."""
+    from lmpbench.models import Morse
+
+    path = tmp_path_factory.mktemp("sticky") / "sticky.pt"
+    return save_model(Morse(2.0, 1.5, 0.3, r_max=3.0, num_types=2), path,
+                      ModelMetadata(r_max=3.0, type_names=["O", "H"], num_layers=1))
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_broken_structure_stops_the_run_at_its_frame(sticky_model, tmp_path, ranks):
+    """The run ends `collapsed` at the first saved frame that the structural criterion calls
+    broken, the same frame `analyze` finds in the run's own dump afterwards, on 1 and 2 ranks."""
+    from lmpbench.analysis.run_metrics import analyze
+
+    out = tmp_path / "sticky"
+    args = ["--model", sticky_model, "--system", "water", "--timestep-fs", 0.5, "--steps", 4000, "--chunk-steps", 200,
+            "--dump-every", 10, "--out", out]
+    if ranks == 1:
+        lmpbench_run(*args)
+    else:
+        proc = subprocess.run([str(mpirun_executable()), "-np", "2", *LMPBENCH, "run", "--no-progress", *map(str, args)],
+                              env=lammps_environment(), capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["status"] == "collapsed" and manifest["mpi_ranks"] == ranks
+    collapse = manifest["collapse"]
+    assert collapse["reason"].startswith("structure broke") and collapse["detected_at_step"] < 4000
+    structural = analyze(out)["metrics"]["structural_stability_ps"]
+    assert structural["first_broken_step"] == collapse["step"], (structural, collapse)
+    assert collapse["step"] <= collapse["detected_at_step"] < collapse["step"] + 200
+    assert frames(out)[-1] == collapse["detected_at_step"]  # the frames after it stay, nothing is lost

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from lmpbench.analysis import atom_types
-from lmpbench.analysis.geometry import BondStability, bond_lengths, bonds
+from lmpbench.analysis.geometry import BondStability, StructuralStability, bond_lengths, bonds
 from lmpbench.analysis.msd import A2_PER_PS_TO_1E9_M2_S, MSD
 from lmpbench.analysis.rdf import NORMALIZATIONS, RDF, DistanceHistogram, mae
 from lmpbench.analysis.trajectory import TrajectoryReader, open_trajectory
@@ -61,6 +61,7 @@ METRIC_SETS = {
     "lips": PeriodicSettings(((None, None),), 1.0, 1.0, "Li", 40.0, 35.0, skip_ps=5.0),
 }
 RDF_R_MAX, RDF_BINS, H_R_MAX, H_BINS = 6.0, 500, 10.0, 500
+MIN_CURVE_PS = 1.0  # an RDF or h(r) over less stable time than one RDF window is not computed
 
 
 def _manifest(run_dir: Path) -> dict:
@@ -361,8 +362,11 @@ def _periodic(subject, ref, settings, result, curves, normalization):
     # window's first frame, none past the run's own collapse). Pair counts are cached per
     # frame, so a frame counted twice is counted once.
     own, windows, failed, pending = _rdfs(subject, settings.pairs, normalization), [], False, False
+    structure = StructuralStability([subject.elements[t - 1] for t in next(iter(subject.frames(stop=1))).types])
     reader = subject.frames()
     for count, frame in enumerate(reader):
+        if structure.first_broken_step is None:
+            structure.accumulate(frame)
         if count % window == 0:
             in_window = _rdfs(subject, settings.pairs, normalization)
             stable_part, first = _rdfs(subject, settings.pairs, normalization), frame
@@ -405,9 +409,18 @@ def _periodic(subject, ref, settings, result, curves, normalization):
                                "definition": f"time before the first {settings.window_ps} ps window whose RDF error "
                                              f"exceeds {settings.threshold} (or the run's own collapse)",
                                "frames_used": frames_used, "truncated_dump": reader.truncated}
+    metrics["structural_stability_ps"] = structure.record(frame_dt_ps)
     if ref_g is not None:
         metrics["rdf_mae"] = _rdf_errors(own_g, ref_g, settings.pairs, normalization, RDF_R_MAX)
+        if frames_used < window:
+            reason = _too_few(frames_used, window, frame_dt_ps)
+            metrics["rdf_mae"] = {pair: {"value": None, "reason": reason} for pair in metrics["rdf_mae"]}
     metrics["diffusivity"] = _diffusivity(subject, settings, stable_ps)
+
+
+def _too_few(frames: int, needed: int, frame_dt_ps: float) -> str:
+    return (f"not computable: {frames} stable frame(s), fewer than the {needed} of one {MIN_CURVE_PS:g} ps window "
+            f"({frame_dt_ps:g} ps apart)")
 
 
 def _rdf_errors(own_g: dict, ref_g: dict, pairs, normalization: str, r_max: float) -> dict:
@@ -501,25 +514,34 @@ def _molecule(subject, ref, result, curves):
         else:
             lengths_from = "the first frame (the reference orders its atoms differently)"
     stability = BondStability(symbols, reference_lengths=reference_lengths, pairs=pairs)
+    structure = StructuralStability(symbols)
     hist = DistanceHistogram(H_R_MAX, H_BINS)
     reader = subject.frames()
     for frame in reader:
-        stability.accumulate(frame)
-        if stability.first_unstable_step is not None:
+        if structure.first_broken_step is None:
+            structure.accumulate(frame)
+        if stability.first_unstable_step is None:
+            stability.accumulate(frame)
+            if stability.first_unstable_step is None:
+                hist.accumulate(frame)
+        if stability.first_unstable_step is not None and structure.first_broken_step is not None:
             break
-        hist.accumulate(frame)
     stable_ps = (hist.frames - 1) * frame_dt_ps if hist.frames else 0.0
     metrics["stability_ps"] = {"value": stable_ps, "unit": "ps",
                                "definition": "time before the first frame with a bond 0.5 Å off its reference length",
                                "reference_bond_lengths": lengths_from, "bonds": len(pairs[0]),
                                "first_unstable_step": stability.first_unstable_step,
                                "frames_used": hist.frames, "truncated_dump": reader.truncated}
+    metrics["structural_stability_ps"] = structure.record(frame_dt_ps)
     if hist.frames:
         curves["r_h"], curves["h"] = hist.r, hist.h
     if ref is not None:
         curves["h_ref"] = ref_hist.h
-        if hist.frames:
+        needed = max(1, round(MIN_CURVE_PS / frame_dt_ps))
+        if hist.frames >= needed:
             metrics["h_mae"] = {"value": mae(hist.h, ref_hist.h, H_R_MAX), "definition": "mae(h, h_ref, 10) (paper)"}
+        else:
+            metrics["h_mae"] = {"value": None, "reason": _too_few(hist.frames, needed, frame_dt_ps)}
 
 
 def _free_energy(subject, ref, result, curves):

@@ -128,11 +128,21 @@ class _GzipStream:
 class _TextBuffer:
     """The decompressed text of a dump, read in blocks; ``data[pos:]`` is what is left."""
 
-    def __init__(self, path: Path, finished):
+    def __init__(self, path: Path, finished, byte_offset: int = 0):
         self.path, self.finished = path, finished  # finished: a callable, asked once at the end
         self.file = _GzipStream(path) if _is_gzip(path) else open(path, "rb")
+        if byte_offset:
+            if isinstance(self.file, _GzipStream):
+                raise TrajectoryError(f"{path}: a gzip dump is read from its start")
+            self.file.seek(byte_offset)
         self.data, self.pos, self.eof = b"", 0, False
+        self.read_bytes = byte_offset  # file bytes read into data so far, from the file's start
         self.added_newline = False  # the file lacked its final newline and one was added
+
+    @property
+    def consumed(self) -> int:
+        """File offset of the first byte not consumed yet (plain files)."""
+        return self.read_bytes - (len(self.data) - self.pos)
 
     @property
     def cut_stream(self) -> bool:
@@ -147,6 +157,7 @@ class _TextBuffer:
         except OSError as err:
             raise TrajectoryError(f"{self.file.name}: cannot read: {err}") from None
         self.data, self.pos = self.data[self.pos:] + block, 0
+        self.read_bytes += len(block)
         self.eof = not block
         if self.eof and self.data[self.pos:] and not self.data.endswith(b"\n") and not self.cut_stream \
                 and self.finished():
@@ -173,13 +184,16 @@ class TrajectoryReader:
     """``for frame in TrajectoryReader(path, start, stop, step)``: frames in file order."""
 
     def __init__(self, path: str | Path, start: int = 0, stop: int | None = None, step: int = 1,
-                 finished: bool | None = None):
+                 finished: bool | None = None, byte_offset: int = 0):
         """``finished``: True when no program writes the file any more (a finished run), False
-        while one may, None to decide from the file (unchanged for ``SETTLE_SECONDS``)."""
+        while one may, None to decide from the file (unchanged for ``SETTLE_SECONDS``).
+        ``byte_offset``: read from there (a frame's start: a previous reader's ``byte_end``),
+        for following a file that grows; frame indices count from there."""
         self.path = Path(path)
         if not self.path.is_file():
             raise TrajectoryError(f"trajectory {self.path} does not exist")
         self.start, self.stop, self.step, self.finished = start, stop, step, finished
+        self.byte_offset = self.byte_end = byte_offset  # byte_end: just after the last whole frame read
         self.truncated: str | None = None  # why the last frame was dropped, when it was
 
     def _is_finished(self) -> bool:
@@ -204,7 +218,7 @@ class TrajectoryReader:
                 head = f.read(14)
         except (OSError, EOFError) as err:
             raise TrajectoryError(f"{self.path}: cannot read: {err}") from None
-        if head == b"ITEM: TIMESTEP":
+        if self.byte_offset or head == b"ITEM: TIMESTEP":
             yield from self._text_frames()
         elif head and (not head.isascii() or b"\x00" in head):
             yield from self._binary_frames()
@@ -215,13 +229,14 @@ class TrajectoryReader:
     # ------------------------------------------------------------ text dumps
 
     def _text_frames(self) -> Iterator[Frame]:
-        text = _TextBuffer(self.path, self._is_finished)
+        text = _TextBuffer(self.path, self._is_finished, self.byte_offset)
         try:
             index = 0
             while self.stop is None or index < self.stop:
                 frame = self._text_frame(text, index, parse=self._wanted(index))
                 if frame is None:
                     return
+                self.byte_end = text.consumed
                 if self._wanted(index):
                     yield frame
                 index += 1

@@ -1,0 +1,101 @@
+"""In-run collapse criteria that need more than LAMMPS's own thermo: a broken structure and an
+energy that leaves its band. ``lmpbench run`` asks after every chunk.
+
+- Structure: ``analysis.geometry.StructuralStability`` (the same criterion ``analyze``
+  reports) on every frame saved since the last check, read back from ``traj.dump`` by rank 0;
+  the topology and the close-contact floors come from the dump's first frame (step 0). So the
+  run stops at the first saved frame that ``analyze`` calls broken, and records that frame's
+  step.
+- Energy: the potential energy per atom at a check may differ from its value at the first
+  check (the end of the first chunk) by at most ``ENERGY_BAND_KT`` x kB T; a collapsing
+  system releases far more (a water model fusing atoms: about 0.5 eV/atom, against
+  10 kB T = 0.26 eV at 300 K, while thermal fluctuations of the mean are far below kB T).
+
+The verdict is rank 0's (it alone reads the files) and reaches every rank through a LAMMPS
+file-style variable, which LAMMPS reads on rank 0 and broadcasts: all ranks then take the
+same branch without an MPI binding in Python.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from lmpbench.analysis.geometry import StructuralStability
+
+ENERGY_BAND_KT = 10.0
+BOLTZMANN_EV_K = 8.617333262e-5
+VERDICT_VARIABLE = "lmpbench_verdict"
+
+
+class CollapseWatch:
+    """``check(lmp)`` after each chunk: None, or (step of the first broken frame, reason)."""
+
+    def __init__(self, dump: Path, verdict_file: Path, is_root: bool, elements: list[str], natoms: int,
+                 temperature_K: float, resumed_at: int = 0, energy_reference: float | None = None):
+        self.dump, self.verdict_file, self.is_root, self.natoms = dump, verdict_file, is_root, natoms
+        self.elements = list(elements)  # of atom types 1, 2, ...
+        self.band_eV_atom = ENERGY_BAND_KT * BOLTZMANN_EV_K * temperature_K
+        self.energy_reference = energy_reference  # eV/atom, set at the first check unless resumed
+        self.resumed_at = resumed_at  # frames up to this step were checked before a restart
+        self.structure: StructuralStability | None = None
+        self.offset = 0  # bytes of traj.dump already read
+
+    def record(self) -> dict:
+        """For run.json: the criteria as stated, and the energy reference for a resume."""
+        return {"energy_reference_eV_atom": self.energy_reference, "energy_band_eV_atom": self.band_eV_atom,
+                "energy_band": f"{ENERGY_BAND_KT:g} kB T per atom around the value at the first check",
+                "structure": "lmpbench.analysis.geometry.StructuralStability on every saved frame"}
+
+    def check(self, lmp, step: int) -> tuple[int, str] | None:
+        verdict = self._broadcast(lmp, self._scan() if self.is_root else "")
+        if verdict:
+            frame_step, _, reason = verdict.partition(" ")
+            return int(frame_step), reason
+        return self._energy(lmp, step)
+
+    def _scan(self) -> str:
+        """Rank 0: the first newly saved frame that is broken, as 'STEP reason', or ''."""
+        from lmpbench.analysis.trajectory import TrajectoryReader
+
+        if not self.dump.is_file():
+            return ""
+        reader = TrajectoryReader(self.dump, finished=False, byte_offset=self.offset)
+        for frame in reader:
+            if self.structure is None:
+                self.structure = StructuralStability(self._symbols(frame))
+                self.structure.accumulate(frame)  # the first frame: topology and floors
+                continue
+            if frame.step <= self.resumed_at:
+                continue
+            self.structure.accumulate(frame)
+            if self.structure.first_broken_step is not None:
+                return f"{self.structure.first_broken_step} structure broke: {self.structure.reason}"
+        self.offset = reader.byte_end
+        return ""
+
+    def _symbols(self, frame) -> list[str]:
+        return [self.elements[t - 1] for t in frame.types]
+
+    def _broadcast(self, lmp, text: str) -> str:
+        if self.is_root:
+            self.verdict_file.write_text((text or "ok") + "\n")
+        lmp.command(f"variable {VERDICT_VARIABLE} delete")
+        lmp.command(f'variable {VERDICT_VARIABLE} file "{self.verdict_file}"')
+        value = lmp.extract_variable(VERDICT_VARIABLE) or "ok"
+        return "" if value.strip() == "ok" else value.strip()
+
+    def _energy(self, lmp, step: int) -> tuple[int, str] | None:
+        try:
+            pe = lmp.get_thermo("pe") / self.natoms
+        except Exception:  # a run stopped by a signal ends on a step without energy tally
+            return None
+        if not math.isfinite(pe):
+            return None  # the thermo check reports non-finite energies
+        if self.energy_reference is None:
+            self.energy_reference = pe
+            return None
+        if abs(pe - self.energy_reference) > self.band_eV_atom:
+            return step, (f"potential energy {pe:.4f} eV/atom left the band {self.energy_reference:.4f} "
+                          f"± {self.band_eV_atom:.4f} eV/atom ({ENERGY_BAND_KT:g} kB T)")
+        return None
