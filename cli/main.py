@@ -142,10 +142,15 @@ def _read_structure(path):
 @click.option("--collapse-criteria", type=click.Choice(["all", "paper"]), default="all", show_default=True,
               help="all: the benchmark's criteria plus lmpbench's structural and energy-band checks on every saved "
                    "frame; paper: the benchmark's only.")
+@click.option("--reference", type=click.Path(exists=True),
+              help="Water, LiPS: a reference run folder or data file; the run stops at the first 1 ps RDF window "
+                   "whose error exceeds the benchmark's threshold, as analyze would call it unstable.")
+@click.option("--reference-every", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Use every K-th reference frame.")
 @click.option("--no-progress", is_flag=True)
 def run_cmd(model, system_name, seed, out, structure, systems_file, steps, length_ps, timestep_fs, temperature_K,
             dump_every, ensemble, protocol_set, chunk_steps, checkpoint_minutes, dump_extra, device, threads, nprocs,
-            collapse_criteria, no_progress):
+            collapse_criteria, reference, reference_every, no_progress):
     """Run MODEL on a benchmark SYSTEM in LAMMPS, with checkpoints, resume and collapse detection."""
     from lmpbench.stop_signals import block_stop_signals
 
@@ -177,7 +182,8 @@ def run_cmd(model, system_name, seed, out, structure, systems_file, steps, lengt
         config = runner.RunConfig(system=system, protocol=protocol, model=model, seed=seed, out=Path(out),
                                   structure=Path(structure) if structure else None, steps=steps, chunk_steps=chunk_steps,
                                   checkpoint_minutes=checkpoint_minutes, dump_extra=tuple(dump_extra), device=device,
-                                  threads=threads, collapse_criteria=collapse_criteria)
+                                  threads=threads, collapse_criteria=collapse_criteria,
+                                  reference=Path(reference) if reference else None, reference_every=reference_every)
         result = runner.run(config, progress=not no_progress, echo=click.echo)
     except (systems.SystemError, runner.RunError) as err:
         raise click.UsageError(str(err)) from None

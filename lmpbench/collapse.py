@@ -1,5 +1,6 @@
-"""In-run collapse criteria that need more than LAMMPS's own thermo: a broken structure and an
-energy that leaves its band. ``lmpbench run`` asks after every chunk.
+"""In-run collapse criteria that need more than LAMMPS's own thermo: a broken structure, an
+energy that leaves its band and, with a reference, the benchmark's RDF windows. ``lmpbench
+run`` asks after every chunk.
 
 - Structure: ``analysis.geometry.StructuralStability`` (the same criterion ``analyze``
   reports) on every frame saved since the last check, read back from ``traj.dump`` by rank 0;
@@ -10,6 +11,9 @@ energy that leaves its band. ``lmpbench run`` asks after every chunk.
   check (the end of the first chunk) by at most ``ENERGY_BAND_KT`` x kB T; a collapsing
   system releases far more (a water model fusing atoms: about 0.5 eV/atom, against
   10 kB T = 0.26 eV at 300 K, while thermal fluctuations of the mean are far below kB T).
+- RDF windows (with ``lmpbench run --reference``): ``analysis.run_metrics.RDFWindows`` on the
+  saved frames, so the run stops at the first window whose error exceeds the benchmark's
+  threshold, recorded at that window's first frame: where ``analyze`` ends the stable part.
 
 The verdict is rank 0's (it alone reads the files) and reaches every rank through a LAMMPS
 file-style variable, which LAMMPS reads on rank 0 and broadcasts: all ranks then take the
@@ -32,9 +36,13 @@ class CollapseWatch:
     """``check(lmp)`` after each chunk: None, or (step of the first broken frame, reason)."""
 
     def __init__(self, dump: Path, verdict_file: Path, is_root: bool, elements: list[str], natoms: int,
-                 temperature_K: float, resumed_at: int = 0, energy_reference: float | None = None):
+                 temperature_K: float, resumed_at: int = 0, energy_reference: float | None = None,
+                 structure: bool = True, windows=None):
+        """``structure``: the structural and energy checks (lmpbench's); ``windows``: an
+        ``analysis.run_metrics.RDFWindows`` for the benchmark's RDF-window check (rank 0)."""
         self.dump, self.verdict_file, self.is_root, self.natoms = dump, verdict_file, is_root, natoms
         self.elements = list(elements)  # of atom types 1, 2, ...
+        self.check_structure, self.windows = structure, windows
         self.band_eV_atom = ENERGY_BAND_KT * BOLTZMANN_EV_K * temperature_K
         self.energy_reference = energy_reference  # eV/atom, set at the first check unless resumed
         self.resumed_at = resumed_at  # frames up to this step were checked before a restart
@@ -43,16 +51,22 @@ class CollapseWatch:
 
     def record(self) -> dict:
         """For run.json: the criteria as stated, and the energy reference for a resume."""
-        return {"energy_reference_eV_atom": self.energy_reference, "energy_band_eV_atom": self.band_eV_atom,
-                "energy_band": f"{ENERGY_BAND_KT:g} kB T per atom around the value at the first check",
-                "structure": "lmpbench.analysis.geometry.StructuralStability on every saved frame"}
+        record = {}
+        if self.check_structure:
+            record.update(energy_reference_eV_atom=self.energy_reference, energy_band_eV_atom=self.band_eV_atom,
+                          energy_band=f"{ENERGY_BAND_KT:g} kB T per atom around the value at the first check",
+                          structure="lmpbench.analysis.geometry.StructuralStability on every saved frame")
+        if self.windows is not None:
+            record["rdf_windows"] = (f"{self.windows.window} frames a window, error above "
+                                     f"{self.windows.settings.threshold:g} against the reference")
+        return record
 
     def check(self, lmp, step: int) -> tuple[int, str] | None:
         verdict = self._broadcast(lmp, self._scan() if self.is_root else "")
         if verdict:
             frame_step, _, reason = verdict.partition(" ")
             return int(frame_step), reason
-        return self._energy(lmp, step)
+        return self._energy(lmp, step) if self.check_structure else None
 
     def _scan(self) -> str:
         """Rank 0: the first newly saved frame that is broken, as 'STEP reason', or ''."""
@@ -62,6 +76,13 @@ class CollapseWatch:
             return ""
         reader = TrajectoryReader(self.dump, finished=False, byte_offset=self.offset)
         for frame in reader:
+            if self.windows is not None:  # every frame, from the first: windows are counted from it
+                error = self.windows.add(frame)
+                if error is not None and error > self.windows.settings.threshold and frame.step > self.resumed_at:
+                    return (f"{self.windows.first.step} RDF window {self.windows.first.step}-{frame.step} error "
+                            f"{error:.3g} > {self.windows.settings.threshold:g} (the benchmark's criterion)")
+            if not self.check_structure:
+                continue
             if self.structure is None:
                 self.structure = StructuralStability(self._symbols(frame))
                 self.structure.accumulate(frame)  # the first frame: topology and floors

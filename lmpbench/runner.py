@@ -108,6 +108,8 @@ class RunConfig:
     device: str = "cpu"
     threads: int = 1
     collapse_criteria: str = "all"  # a key of COLLAPSE_CRITERIA
+    reference: Path | None = None  # a reference run or data file: the benchmark's RDF-window check in the run
+    reference_every: int = 1
 
     @property
     def total_steps(self) -> int:
@@ -137,6 +139,9 @@ class RunConfig:
             "dump_extra": list(self.dump_extra),
             # absent when default, so folders written before the choice existed still resume
             **({"collapse_criteria": self.collapse_criteria} if self.collapse_criteria != "all" else {}),
+            **({"reference": _sha256(Path(self.reference) / "traj.dump" if Path(self.reference).is_dir()
+                                     else self.reference), "reference_every": self.reference_every}
+               if self.reference else {}),
         }
 
 
@@ -172,6 +177,16 @@ def validate(config: RunConfig) -> None:
         raise RunError("steps and chunk steps must be positive")
     if config.protocol.ensemble not in ("nvt", "nve", "npt", "langevin_metad"):
         raise RunError(f"unknown ensemble {config.protocol.ensemble!r}")
+    if config.collapse_criteria not in COLLAPSE_CRITERIA:
+        raise RunError(f"unknown collapse criteria {config.collapse_criteria!r}; use one of {', '.join(COLLAPSE_CRITERIA)}")
+    if config.reference is not None:
+        from lmpbench.analysis.run_metrics import METRIC_SETS
+
+        if config.system.name not in METRIC_SETS:
+            raise RunError(f"--reference sets the RDF-window check of {' and '.join(METRIC_SETS)}; "
+                           f"system {config.system.name} has none (analyse it afterwards instead)")
+        if not Path(config.reference).exists():
+            raise RunError(f"reference {config.reference} does not exist")
     if config.protocol.ensemble == "langevin_metad" and not config.system.dihedrals:
         raise RunError(f"system {config.system.name} defines no dihedrals for metadynamics")
     bad = set(config.dump_extra) - {"velocities", "forces"}
@@ -430,6 +445,7 @@ def run(config: RunConfig, progress: bool = True, echo=print) -> RunResult:
     restart = (previous or {}).get("restart")
     resuming = bool(restart) and Path(out / restart["file"]).is_file()
     atoms = read_structure(config)
+    windows = _rdf_windows(config, atoms)  # the reference is read before anything is written
     stop = StopSignal()
     from lmpbench.engine import open_lammps
 
@@ -468,7 +484,7 @@ def run(config: RunConfig, progress: bool = True, echo=print) -> RunResult:
             raise RunError(f"LAMMPS could not set up the run in {out}: {str(err).splitlines()[0]} "
                            f"(see {out / 'log.lammps'})") from None
         stop.lmp = lmp
-        return _drive(lmp, config, manifest, start_step, atoms, stop, progress, echo)
+        return _drive(lmp, config, manifest, start_step, atoms, stop, progress, echo, windows)
     finally:
         os.chdir(cwd)
         stop.close()
@@ -551,7 +567,7 @@ def _check_collapse(lmp, bonds) -> str | None:
     return None
 
 
-def _drive(lmp, config, manifest, start_step, atoms, stop, progress, echo) -> RunResult:
+def _drive(lmp, config, manifest, start_step, atoms, stop, progress, echo, windows=None) -> RunResult:
     """Run chunk after chunk. A run that ends before its chunk boundary was stopped by the
     deck's fix halt (temperature or energy out of bounds) or by a signal; both are decided
     from values every rank shares, so all ranks take the same branch."""
@@ -563,11 +579,13 @@ def _drive(lmp, config, manifest, start_step, atoms, stop, progress, echo) -> Ru
     from lmpbench.collapse import CollapseWatch
 
     watch = None
-    if config.collapse_criteria == "all":
+    if config.collapse_criteria == "all" or config.reference is not None:
         watch = CollapseWatch(Path("traj.dump"), Path(".collapse_verdict"), manifest.is_root,
                               _type_elements(config, atoms), len(atoms), config.protocol.temperature_K,
                               resumed_at=start_step,
-                              energy_reference=(manifest.data.get("collapse_checks") or {}).get("energy_reference_eV_atom"))
+                              energy_reference=(manifest.data.get("collapse_checks") or {}).get("energy_reference_eV_atom"),
+                              structure=config.collapse_criteria == "all",
+                              windows=windows if manifest.is_root else None)
     collapse_step = None
     last_checkpoint = time.monotonic()
     timed_steps, timed_seconds, first_chunk = 0, 0.0, True
@@ -619,6 +637,23 @@ def _drive(lmp, config, manifest, start_step, atoms, stop, progress, echo) -> Ru
     if status != "finished" and manifest.is_root:
         echo(f"run {status} at step {step}: {reason}")
     return RunResult(status, step, manifest.data, Path.cwd(), reason, manifest.is_root)
+
+
+def _rdf_windows(config: RunConfig, atoms):
+    """The benchmark's RDF-window check against ``config.reference`` (rank 0), or None."""
+    if config.reference is None:
+        return None
+    from lmpbench.analysis import atom_types
+    from lmpbench.analysis.run_metrics import METRIC_SETS, RDFWindows, reference_rdfs
+
+    elements = _type_elements(config, atoms)
+    settings = METRIC_SETS[config.system.name]
+    frame_dt_ps = config.protocol.dump_every * config.protocol.timestep_fs / 1000.0
+    try:
+        ref_g = reference_rdfs(config.reference, elements, config.system.name, config.reference_every)
+    except (ValueError, OSError) as err:  # AnalysisError, TrajectoryError and unreadable files
+        raise RunError(f"cannot use reference {config.reference}: {err}") from None
+    return RDFWindows(atom_types.from_elements(elements), settings, ref_g, max(1, round(settings.window_ps / frame_dt_ps)))
 
 
 def _collapse_record(step: int, detected_at: int, dt_ps: float, reason: str) -> dict:

@@ -397,3 +397,27 @@ def test_a_run_collapsed_at_its_first_frame_has_no_curve_errors(water_runs, tmp_
         assert "not computable: 1 stable frame(s), fewer than the 100 of one 1 ps window" in metrics["rdf_mae"][pair]["reason"]
     assert metrics["diffusivity"]["value"] is None and metrics["diffusivity"]["reason"]
     assert "rdf_mae O-O" in result.output and "not computable" in result.output
+
+
+def test_run_with_a_reference_stops_where_analyze_ends_the_stable_part(water_runs, tmp_path):
+    """`lmpbench run --reference`: the benchmark's RDF windows checked during the run. Against
+    an ideal gas the first 1 ps window fails: the run ends `collapsed` at that window's first
+    frame, where analyze ends the stable part; against another seed it runs to the end."""
+    manifest = json.loads((water_runs[1] / "run.json").read_text())
+    gas = _as_mdsim_npy(water_runs[1], tmp_path / "gas.npy", dict(enumerate(manifest["type_elements"], start=1)))
+    data = np.load(gas, allow_pickle=True).item()
+    data["unwrapped_coords"] = np.random.default_rng(2).uniform(0, 1, data["unwrapped_coords"].shape) * data["lengths"][:, None, :]
+    np.save(gas, data, allow_pickle=True)
+    stopped = run(tmp_path / "stopped", *WATER, "--steps", 4000, "--reference", gas, "--collapse-criteria", "paper")
+    record = json.loads((stopped / "run.json").read_text())
+    assert record["status"] == "collapsed" and "RDF window 0-1980" in record["collapse"]["reason"]
+    assert record["collapse"]["step"] == 0 and record["collapse"]["detected_at_step"] == 2000
+    stable = analyze(stopped, gas)["metrics"]["stability_ps"]
+    assert stable["frames_used"] == 1 and stable["value"] == 0.0
+    healthy = run(tmp_path / "healthy", *WATER, "--steps", 4000, "--reference", water_runs[1] / "traj.dump")
+    assert json.loads((healthy / "run.json").read_text())["status"] == "finished"
+    assert analyze(healthy, water_runs[1])["metrics"]["stability_ps"]["value"] == pytest.approx(2.0)
+    result = CliRunner().invoke(cli, ["run", "--model", "classical:lj", "--system", "md17_ethanol", "--reference",
+                                      str(gas), "--out", str(tmp_path / "mol"), "--no-progress"])
+    assert result.exit_code == 2 and "sets the RDF-window check of water and lips" in result.output
+    assert not (tmp_path / "mol").exists()

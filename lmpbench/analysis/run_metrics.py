@@ -161,15 +161,21 @@ def _reference(reference, subject: Subject, every: int) -> Reference | None:
     return ref
 
 
-def _rdfs(subject: Subject, pairs, normalization: str, r_max: float = RDF_R_MAX, bins: int = RDF_BINS) -> dict:
-    return {pair: RDF(r_max, bins, _type_of(subject, pair[0]), _type_of(subject, pair[1]), normalization)
-            for pair in pairs}
+def _rdfs(types: atom_types.TypeMap, pairs, normalization: str, r_max: float = RDF_R_MAX,
+          bins: int = RDF_BINS) -> dict:
+    def type_of(element):
+        try:
+            return None if element is None else types.type_of(element)
+        except atom_types.TypeMapError as err:
+            raise AnalysisError(str(err)) from None
+
+    return {pair: RDF(r_max, bins, type_of(pair[0]), type_of(pair[1]), normalization) for pair in pairs}
 
 
-def curves_of(frames, subject: Subject, pairs, normalization: str = "paper", r_max: float = RDF_R_MAX,
+def curves_of(frames, types: atom_types.TypeMap, pairs, normalization: str = "paper", r_max: float = RDF_R_MAX,
               bins: int = RDF_BINS) -> dict:
     """Partial RDFs over all of ``frames`` (the reference's)."""
-    rdfs = _rdfs(subject, pairs, normalization, r_max, bins)
+    rdfs = _rdfs(types, pairs, normalization, r_max, bins)
     n = 0
     for frame in frames:
         for rdf in rdfs.values():
@@ -183,6 +189,40 @@ def curves_of(frames, subject: Subject, pairs, normalization: str = "paper", r_m
 
 def _pair_name(pair) -> str:
     return "all" if pair == (None, None) else f"{pair[0]}-{pair[1]}"
+
+
+class RDFWindows:
+    """The benchmark's RDF-window criterion, frame by frame: consecutive windows of
+    ``window`` frames, each window's partial RDFs against the reference's (``ref_g``, by pair
+    name); ``add(frame)`` returns the window's error (the largest over the pairs) when the
+    frame completes a window, else None. ``analyze`` and the in-run check both use it."""
+
+    def __init__(self, types: atom_types.TypeMap, settings: PeriodicSettings, ref_g: dict, window: int,
+                 normalization: str = "paper"):
+        self.types, self.settings, self.ref_g, self.window = types, settings, ref_g, window
+        self.normalization, self.count, self.first = normalization, 0, None
+        self._in_window = None
+
+    def add(self, frame) -> float | None:
+        if self.count % self.window == 0:
+            self._in_window, self.first = _rdfs(self.types, self.settings.pairs, self.normalization), frame
+        for rdf in self._in_window.values():
+            rdf.accumulate(frame)
+        self.count += 1
+        if self.count % self.window:
+            return None
+        return max(mae(self._in_window[p].g, self.ref_g[_pair_name(p)], RDF_R_MAX) for p in self.settings.pairs)
+
+
+def reference_rdfs(reference, elements: list[str], system_name: str, every: int = 1,
+                   normalization: str = "paper") -> dict:
+    """The reference's partial RDFs for ``system_name``'s metric set, by pair name (for the
+    in-run RDF-window check); ``reference`` is a run folder or a reference data file."""
+    settings = METRIC_SETS[system_name]
+    ref = Reference(Path(reference), list(elements), every)
+    if not ref.file.is_file():
+        raise AnalysisError(f"reference {reference} has no trajectory to read")
+    return curves_of(ref.frames(), atom_types.from_elements(elements), settings.pairs, normalization)["g"]
 
 
 @dataclass(frozen=True)
@@ -352,7 +392,7 @@ def _periodic(subject, ref, settings, result, curves, normalization):
     window = max(1, round(settings.window_ps / frame_dt_ps))
     ref_g = None
     if ref is not None:
-        ref_curves = curves_of(ref.frames(), subject, settings.pairs, normalization=normalization)
+        ref_curves = curves_of(ref.frames(), subject.types, settings.pairs, normalization=normalization)
         ref_g = ref_curves["g"]
         curves.update({f"g_ref_{k}": v for k, v in ref_g.items()})
     collapse = result.get("run_collapse")
@@ -361,26 +401,24 @@ def _periodic(subject, ref, settings, result, curves, normalization):
     # run's own RDF over its stable part (the windows before the first that fails, plus that
     # window's first frame, none past the run's own collapse). Pair counts are cached per
     # frame, so a frame counted twice is counted once.
-    own, windows, failed, pending = _rdfs(subject, settings.pairs, normalization), [], False, False
+    own, windows, failed, pending = _rdfs(subject.types, settings.pairs, normalization), [], False, False
     structure = StructuralStability([subject.elements[t - 1] for t in next(iter(subject.frames(stop=1))).types])
+    checker = RDFWindows(subject.types, settings, ref_g, window, normalization) if ref_g is not None else None
     reader = subject.frames()
     for count, frame in enumerate(reader):
         if structure.first_broken_step is None:
             structure.accumulate(frame)
         if count % window == 0:
-            in_window = _rdfs(subject, settings.pairs, normalization)
-            stable_part, first = _rdfs(subject, settings.pairs, normalization), frame
+            stable_part, first = _rdfs(subject.types, settings.pairs, normalization), frame
         for pair in settings.pairs:
-            in_window[pair].accumulate(frame)
             if collapse_step is None or frame.step <= collapse_step:
                 stable_part[pair].accumulate(frame)
+        error = checker.add(frame) if checker is not None else None
         pending = True
         if (count + 1) % window:
             continue
         pending = False
-        error = None
-        if ref_g is not None:
-            error = max(mae(in_window[p].g, ref_g[_pair_name(p)], RDF_R_MAX) for p in settings.pairs)
+        if error is not None:
             windows.append((first.step, frame.step, error))
         if failed:
             continue
@@ -458,14 +496,14 @@ def _custom(subject, ref, custom: CustomMetrics, result, curves, normalization):
     metrics = result["metrics"]
     frames = 0
     if custom.rdf_pairs:
-        own = curves_of(subject.frames(), subject, custom.rdf_pairs, normalization, custom.r_max, custom.bins)
+        own = curves_of(subject.frames(), subject.types, custom.rdf_pairs, normalization, custom.r_max, custom.bins)
         frames = own["frames"]
         curves["r"] = own["r"]
         curves.update({f"g_{k}": v for k, v in own["g"].items()})
         metrics["rdf"] = {"frames_used": frames, "r_max_A": custom.r_max, "bins": custom.bins,
                           "normalization": normalization, "truncated_dump": own["truncated"]}
         if ref is not None:
-            ref_g = curves_of(ref.frames(), subject, custom.rdf_pairs, normalization, custom.r_max, custom.bins)["g"]
+            ref_g = curves_of(ref.frames(), subject.types, custom.rdf_pairs, normalization, custom.r_max, custom.bins)["g"]
             curves.update({f"g_ref_{k}": v for k, v in ref_g.items()})
             metrics["rdf_mae"] = _rdf_errors(own["g"], ref_g, custom.rdf_pairs, normalization, custom.r_max)
     if not custom.msd:
