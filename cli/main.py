@@ -138,7 +138,9 @@ def _read_structure(path):
               help="Also dump velocities / forces.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="Torch threads per rank.")
-@click.option("--np", "nprocs", type=click.IntRange(min=1), help="Launch mpirun with this many ranks.")
+@click.option("--np", "nprocs", type=click.IntRange(min=1),
+              help="MPI ranks: starts the MPI lmpbench runs with (the mpich wheel's mpiexec); under a launcher "
+                   "already (mpiexec, srun), only checks that its world has this many ranks.")
 @click.option("--collapse-criteria", type=click.Choice(["all", "paper"]), default="all", show_default=True,
               help="all: the benchmark's criteria plus lmpbench's structural and energy-band checks on every saved "
                    "frame; paper: the benchmark's only.")
@@ -159,18 +161,18 @@ def run_cmd(model, system_name, seed, out, structure, systems_file, steps, lengt
 
     if steps is not None and length_ps is not None:
         raise click.UsageError("give --steps or --length-ps, not both")
-    if nprocs and nprocs > 1:
+    from lmpbench.engine import launched_as_mpi_rank
+
+    if nprocs and nprocs > 1 and not launched_as_mpi_rank():
+        # start the MPI this lmpbench runs with; each rank then checks that its world has
+        # nprocs ranks (under a launcher already, never start another: check the world only)
         import os
         import sys
 
         from lmpbench.engine import lammps_environment, mpirun_executable
 
-        args = [a for a in sys.argv[1:] if not a.startswith("--np")]
-        if "--np" in sys.argv:
-            i = sys.argv.index("--np")
-            args = sys.argv[1:i] + sys.argv[i + 2:]
         os.execve(str(mpirun_executable()), [str(mpirun_executable()), "-np", str(nprocs), sys.executable, "-m",
-                  "lmpbench.cli.main", *args], lammps_environment())
+                  "lmpbench.cli.main", *sys.argv[1:]], lammps_environment())
     try:
         user_systems, user_protocols = systems.load_user_systems(systems_file) if systems_file else ({}, {})
         system = systems.get_system(system_name, user_systems)
@@ -183,10 +185,14 @@ def run_cmd(model, system_name, seed, out, structure, systems_file, steps, lengt
                                   structure=Path(structure) if structure else None, steps=steps, chunk_steps=chunk_steps,
                                   checkpoint_minutes=checkpoint_minutes, dump_extra=tuple(dump_extra), device=device,
                                   threads=threads, collapse_criteria=collapse_criteria,
-                                  reference=Path(reference) if reference else None, reference_every=reference_every)
+                                  reference=Path(reference) if reference else None, reference_every=reference_every,
+                                  ranks=nprocs)
         result = runner.run(config, progress=not no_progress, echo=click.echo)
     except (systems.SystemError, runner.RunError) as err:
         raise click.UsageError(str(err)) from None
+    if result.status == "failed":  # the run could not go on (a full disk, a LAMMPS error): not a result
+        raise click.ClickException(f"run failed at step {result.steps_done} in {result.folder}: {result.reason}; "
+                                   "fix the cause and run the same command to resume")
     if result.is_root:
         speed = result.manifest.get("speed") or {}
         click.echo(f"{result.status}: {result.steps_done} steps in {result.folder}"
@@ -203,9 +209,13 @@ def run_cmd(model, system_name, seed, out, structure, systems_file, steps, lengt
 @click.option("--time", "time_limit", default="24:00:00", show_default=True, help="Wall time per task.")
 @click.option("--directive", multiple=True, help="Extra scheduler directive, e.g. --directive=--partition=gpu.")
 @click.option("--run-arg", "run_args", multiple=True, help="Extra `lmpbench run` argument (repeatable).")
+@click.option("--launcher", type=click.Choice(["lmpbench", "srun"]), default="lmpbench", show_default=True,
+              help="Several ranks: `lmpbench run --np K` starts the mpich wheel's mpiexec itself; srun (--mpi=pmi2, "
+                   "SLURM only) where srun is known to speak this MPICH's PMI.")
 @click.option("--submit", is_flag=True, help="Submit the script (sbatch/qsub; local runs it).")
 @click.option("--dry-run", is_flag=True, help="Print the tasks and write nothing.")
-def batch(models, system_names, seeds, out, scheduler, nprocs, time_limit, directive, run_args, submit, dry_run):
+def batch(models, system_names, seeds, out, scheduler, nprocs, time_limit, directive, run_args, launcher, submit,
+          dry_run):
     """Write one job-array script running every (model, system, seed) with resume semantics."""
     from lmpbench import batch as lib
     from lmpbench import systems
@@ -224,7 +234,8 @@ def batch(models, system_names, seeds, out, scheduler, nprocs, time_limit, direc
             click.echo(f"{len(task_list)} task(s); nothing written (--dry-run)")
             return
         job, manifest, answer = lib.write(task_list, scheduler, Path(out).resolve(), list(run_args), submit=submit,
-                                          np=nprocs, time=time_limit, extra_directives=list(directive))
+                                          np=nprocs, time=time_limit, extra_directives=list(directive),
+                                          launcher=launcher)
     except (lib.BatchError, systems.SystemError) as err:
         raise click.UsageError(str(err)) from None
     click.echo(f"wrote {job} ({len(task_list)} tasks) and {manifest}")
@@ -279,7 +290,7 @@ def _parse_seeds(text: str) -> list[int]:
               help="Trajectory files: RDF range (Å) of --rdf.")
 @click.option("--bins", type=click.IntRange(min=1), default=500, show_default=True, help="RDF bins of --rdf.")
 @click.option("--out", type=click.Path(file_okay=False),
-              help="Trajectory files: folder for metrics.json and curves.npz (default: beside the file).")
+              help="Folder for metrics.json and curves.npz (default: the run folder, or beside the file).")
 @click.option("--plot", is_flag=True, help="Also write PNG plots of the curves.")
 def analyze(path, reference, reference_every, test_data, test_frames, rdf_normalization, elements, data_file,
             timestep_fs, every, system_name, rdf_pairs, msd_species, lag_ps, r_max, bins, out, plot):
@@ -295,16 +306,16 @@ def analyze(path, reference, reference_every, test_data, test_frames, rdf_normal
     from lmpbench.analysis.trajectory import TrajectoryError
 
     trajectory_options = {"--elements": elements, "--data": data_file, "--timestep-fs": timestep_fs, "--every": every,
-                          "--system": system_name, "--rdf": rdf_pairs, "--msd": msd_species, "--lag-ps": lag_ps,
-                          "--out": out}
+                          "--system": system_name, "--rdf": rdf_pairs, "--msd": msd_species, "--lag-ps": lag_ps}
     try:
         if Path(path).is_dir():
             given = [name for name, value in trajectory_options.items() if value]
             if given:
                 raise click.UsageError(f"{path} is a run folder: it records what {', '.join(given)} would say; "
                                        "these options are for trajectory files")
-            result = run_metrics.analyze(path, reference, reference_every, test_data, test_frames, rdf_normalization)
-            out_dir = Path(path)
+            result = run_metrics.analyze(path, reference, reference_every, test_data, test_frames, rdf_normalization,
+                                         out=out)
+            out_dir = Path(out) if out else Path(path)
         else:
             if test_data:
                 raise click.UsageError("--test-data evaluates a run folder's model; PATH is a trajectory file")

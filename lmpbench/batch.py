@@ -5,6 +5,13 @@ unfinished folder and skips a finished one, so a preempted or timed-out array is
 submitted again as is. The scheduler is asked to send SIGTERM shortly before the time limit;
 the run then writes a restart and exits cleanly. Every value that reaches the script is
 shell-quoted.
+
+Several ranks per task: by default the task runs ``lmpbench run --np K``, which starts the
+MPI that lmpbench is installed with (the mpich wheel's ``mpiexec``; inside an allocation it
+places the ranks on the allocated cores). A scheduler's own launcher works only where it
+speaks that MPI's process-management interface: ``--launcher srun`` (``srun --mpi=pmi2``) is
+for clusters where that is known to work. Either way each rank checks that its MPI world has
+K ranks, so a launcher that starts K single-rank copies instead stops before writing.
 """
 
 from __future__ import annotations
@@ -33,20 +40,25 @@ class Scheduler:
     time_line: str
     ranks_line: str
     log_line: str
-    launcher: str  # how a multi-rank task is started ({np} ranks)
     signal_line: str | None = None
 
 
 SCHEDULERS = {s.name: s for s in (
     # logs are relative to the script's folder (submitted from there): directives take no quoting
     Scheduler("slurm", "sbatch", "SLURM_ARRAY_TASK_ID", "#SBATCH", "--array=0-{last}", "--time={time}",
-              "--ntasks={np}", "--output=logs/%A_%a.out", "srun --ntasks={np}",
-              signal_line="--signal=B:TERM@{grace}"),
+              "--ntasks={np}", "--output=logs/%A_%a.out", signal_line="--signal=B:TERM@{grace}"),
     Scheduler("pbs", "qsub", "PBS_ARRAY_INDEX", "#PBS", "-J 0-{last}", "-l walltime={time}",
-              "-l select=1:ncpus={np}:mpiprocs={np}", "-o logs/", "mpirun -np {np}"),
+              "-l select=1:ncpus={np}:mpiprocs={np}", "-o logs/"),
     Scheduler("local", None, "LMPBENCH_TASK_ID", "#", "tasks 0-{last}", "no time limit", "{np} rank(s)",
-              "logs in {logs}", "mpirun -np {np}"),
+              "logs in {logs}"),
 )}
+
+# how a task of several ranks is started: prefix of the `lmpbench run --np K` line, and the
+# schedulers it works with (None: any)
+LAUNCHERS = {
+    "lmpbench": ("", None),  # lmpbench run --np K starts the mpich wheel's mpiexec itself
+    "srun": ("srun --mpi=pmi2 --ntasks={np} ", ("slurm",)),  # only where srun speaks this MPICH's PMI
+}
 
 
 @dataclass(frozen=True)
@@ -76,8 +88,13 @@ def tasks(models: list[str], systems: list[str], seeds: list[int], root: Path) -
 
 def script(task_list: list[Task], scheduler: Scheduler, run_args: list[str], np: int = 1, time: str = "24:00:00",
            job_name: str = "lmpbench", extra_directives: list[str] = (), logs: Path = Path("logs"),
-           grace_s: int = 120) -> str:
+           grace_s: int = 120, launcher: str = "lmpbench") -> str:
     """The job-array script (bash)."""
+    if launcher not in LAUNCHERS:
+        raise BatchError(f"unknown launcher {launcher!r}; choose {', '.join(LAUNCHERS)}")
+    prefix, schedulers = LAUNCHERS[launcher]
+    if schedulers is not None and scheduler.name not in schedulers:
+        raise BatchError(f"launcher {launcher} works with {', '.join(schedulers)} only, not {scheduler.name}")
     lmpbench = str(Path(sys.executable).parent / "lmpbench")
     q = shlex.quote
     header = [f"{scheduler.directive} " + line for line in (
@@ -92,9 +109,11 @@ def script(task_list: list[Task], scheduler: Scheduler, run_args: list[str], np:
         header.insert(0, f"#SBATCH --job-name={q(job_name)}")
     elif scheduler.name == "pbs":
         header.insert(0, f"#PBS -N {q(job_name)}")
-    launch = scheduler.launcher.format(np=np) + " " if np > 1 else ""
+    launch = prefix.format(np=np) if np > 1 else ""
+    ranks = ["--np", str(np)] if np > 1 else []  # each rank checks its world's size against it
     # exec: the scheduler's SIGTERM before the time limit must reach lmpbench (or srun), not bash
-    cases = "\n".join(f"  {t.index}) exec {launch}{shlex.join(t.command(lmpbench, run_args))} ;;" for t in task_list)
+    cases = "\n".join(f"  {t.index}) exec {launch}{shlex.join(t.command(lmpbench, [*run_args, *ranks]))} ;;"
+                      for t in task_list)
     body = f"""
 # lmpbench batch: {len(task_list)} task(s). Each runs `lmpbench run` into its own folder, which
 # resumes unfinished runs and skips finished ones: resubmit this script as is after preemption.
@@ -132,6 +151,7 @@ def write(task_list: list[Task], scheduler_name: str, folder: Path, run_args: li
         raise BatchError("no task: give at least one model, system and seed")
     scheduler = SCHEDULERS[scheduler_name]
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / "logs").mkdir(exist_ok=True)  # schedulers open the task's output file there before the script runs
     job = folder / "job.sh"
     job.write_text(script(task_list, scheduler, run_args, logs=folder / "logs", **script_options))
     job.chmod(0o755)

@@ -15,9 +15,8 @@ run`` asks after every chunk.
   saved frames, so the run stops at the first window whose error exceeds the benchmark's
   threshold, recorded at that window's first frame: where ``analyze`` ends the stable part.
 
-The verdict is rank 0's (it alone reads the files) and reaches every rank through a LAMMPS
-file-style variable, which LAMMPS reads on rank 0 and broadcasts: all ranks then take the
-same branch without an MPI binding in Python.
+The verdict is rank 0's (it alone reads the files) and reaches every rank through
+``engine.broadcast_from_root``: all ranks then take the same branch.
 """
 
 from __future__ import annotations
@@ -29,18 +28,17 @@ from lmpbench.analysis.geometry import StructuralStability
 
 ENERGY_BAND_KT = 10.0
 BOLTZMANN_EV_K = 8.617333262e-5
-VERDICT_VARIABLE = "lmpbench_verdict"
 
 
 class CollapseWatch:
     """``check(lmp)`` after each chunk: None, or (step of the first broken frame, reason)."""
 
-    def __init__(self, dump: Path, verdict_file: Path, is_root: bool, elements: list[str], natoms: int,
+    def __init__(self, dump: Path, is_root: bool, elements: list[str], natoms: int,
                  temperature_K: float, resumed_at: int = 0, energy_reference: float | None = None,
                  structure: bool = True, windows=None):
         """``structure``: the structural and energy checks (lmpbench's); ``windows``: an
         ``analysis.run_metrics.RDFWindows`` for the benchmark's RDF-window check (rank 0)."""
-        self.dump, self.verdict_file, self.is_root, self.natoms = dump, verdict_file, is_root, natoms
+        self.dump, self.is_root, self.natoms = dump, is_root, natoms
         self.elements = list(elements)  # of atom types 1, 2, ...
         self.check_structure, self.windows = structure, windows
         self.band_eV_atom = ENERGY_BAND_KT * BOLTZMANN_EV_K * temperature_K
@@ -99,12 +97,9 @@ class CollapseWatch:
         return [self.elements[t - 1] for t in frame.types]
 
     def _broadcast(self, lmp, text: str) -> str:
-        if self.is_root:
-            self.verdict_file.write_text((text or "ok") + "\n")
-        lmp.command(f"variable {VERDICT_VARIABLE} delete")
-        lmp.command(f'variable {VERDICT_VARIABLE} file "{self.verdict_file}"')
-        value = lmp.extract_variable(VERDICT_VARIABLE) or "ok"
-        return "" if value.strip() == "ok" else value.strip()
+        from lmpbench.engine import broadcast_from_root
+
+        return broadcast_from_root(lmp, self.is_root, text)
 
     def _energy(self, lmp, step: int) -> tuple[int, str] | None:
         try:

@@ -41,13 +41,14 @@ class ModelMetadata:
     extra: dict = field(default_factory=dict)  # provenance: versions, source sha256, ...
 
     def __post_init__(self):
-        if not self.r_max > 0:
+        if not isinstance(self.r_max, (int, float)) or isinstance(self.r_max, bool) or not self.r_max > 0:
             raise ContractError(f"r_max must be positive, got {self.r_max}")
-        if self.num_layers < 1:
+        if not isinstance(self.num_layers, int) or isinstance(self.num_layers, bool) or self.num_layers < 1:
             raise ContractError(f"num_layers must be >= 1, got {self.num_layers}")
-        if self.model_dtype not in MODEL_DTYPES:
+        if not isinstance(self.model_dtype, str) or self.model_dtype not in MODEL_DTYPES:
             raise ContractError(f"model_dtype must be one of {sorted(MODEL_DTYPES)}, got {self.model_dtype!r}")
-        if not self.type_names or len(set(self.type_names)) != len(self.type_names):
+        if (not isinstance(self.type_names, list) or not self.type_names
+                or not all(isinstance(t, str) for t in self.type_names) or len(set(self.type_names)) != len(self.type_names)):
             raise ContractError(f"type_names must be distinct and non-empty, got {self.type_names}")
 
     def to_json(self) -> str:
@@ -68,13 +69,28 @@ def read_metadata(path: str | Path) -> ModelMetadata:
     extra = {METADATA_FILE: ""}
     try:
         torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    except (RuntimeError, ValueError) as err:
-        raise ContractError(f"{path} is not a TorchScript model file: {str(err).splitlines()[0]}") from None
+    except Exception as err:  # torch raises many kinds (RuntimeError, IndexError, ...) for a damaged archive
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ContractError(f"{path} is not a TorchScript model file: {first}") from None
     if not extra[METADATA_FILE]:
         raise ContractError(f"{path} has no {METADATA_FILE}: it was not exported for the mlff contract")
-    data = json.loads(extra[METADATA_FILE])
+    data = metadata_dict(extra[METADATA_FILE], path)
     if data.get("contract_version") != CONTRACT_VERSION:
         raise ContractError(
             f"{path} follows contract version {data.get('contract_version')}, expected {CONTRACT_VERSION}"
         )
-    return ModelMetadata(**data)
+    try:
+        return ModelMetadata(**data)
+    except TypeError as err:  # fields missing or unknown
+        raise ContractError(f"{path}: {METADATA_FILE} does not describe a model ({err})") from None
+
+
+def metadata_dict(text: str | bytes, path) -> dict:
+    """The JSON object of a model file's metadata member, or ContractError."""
+    try:
+        data = json.loads(text)
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
+        raise ContractError(f"{path}: its {METADATA_FILE} is not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ContractError(f"{path}: its {METADATA_FILE} holds a JSON {type(data).__name__}, not an object")
+    return data

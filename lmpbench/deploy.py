@@ -609,10 +609,18 @@ def read_deployed_metadata(path: str | Path) -> dict[str, str]:
     extra = {METADATA_FILE: ""}
     try:
         torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    except (RuntimeError, ValueError) as err:
-        raise DeployError(f"{path} is not a TorchScript model: {str(err).splitlines()[0]}") from None
-    data = json.loads(extra[METADATA_FILE] or "{}")
+    except Exception as err:  # torch raises many kinds (RuntimeError, IndexError, ...) for a damaged archive
+        raise DeployError(f"{path} is not a TorchScript model: {_first_line_of_chain(err)}") from None
+    from lmpbench.contract import ContractError, metadata_dict
+
+    try:
+        data = metadata_dict(extra[METADATA_FILE] or "{}", path)
+    except ContractError as err:
+        raise DeployError(str(err)) from None
+    provenance, type_names = data.get("extra", {}), data.get("type_names", [])
+    if not isinstance(provenance, dict) or not isinstance(type_names, list) or not all(isinstance(t, str) for t in type_names):
+        raise DeployError(f"{path}: its {METADATA_FILE} has no list of type names or a malformed 'extra' table")
     flat = {k: v for k, v in data.items() if k != "extra"}
-    flat.update(data.get("extra", {}))
-    flat["type_names"] = " ".join(data.get("type_names", []))
+    flat.update(provenance)
+    flat["type_names"] = " ".join(type_names)
     return {k: str(v) for k, v in flat.items()}

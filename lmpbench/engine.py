@@ -66,3 +66,34 @@ def open_lammps(cmdargs: list[str] | None = None, comm=None):
 
     args = ["-nocite", "-log", "none", "-screen", "none"] if cmdargs is None else cmdargs
     return lammps(cmdargs=args, comm=comm) if comm is not None else lammps(cmdargs=args)
+
+
+def launched_as_mpi_rank() -> bool:
+    """Whether this process was started by an MPI launcher or a scheduler's job step (mpiexec,
+    mpirun, srun): then it is one rank of a world that the launcher made, and must neither
+    start a launcher of its own nor assume that world's size."""
+    markers = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS")
+    return any(name in os.environ for name in markers)
+
+
+def broadcast_from_root(lmp, is_root: bool, text: str) -> str:
+    """``text`` as rank 0 has it, on every rank of ``lmp``'s world, one line. LAMMPS reads a
+    file-style variable on rank 0 and broadcasts its line, so this needs no MPI binding in
+    Python; the file is rank 0's own temporary file (the other ranks never open it)."""
+    import tempfile
+
+    name = "lmpbench_broadcast"
+    path = ""
+    if is_root:
+        handle, path = tempfile.mkstemp(prefix="lmpbench-bcast-", suffix=".txt")
+        with os.fdopen(handle, "w") as f:
+            f.write((text.replace("\n", " ") or "-") + "\n")
+    try:
+        lmp.command(f"variable {name} delete")
+        lmp.command(f'variable {name} file "{path or "unused-on-this-rank"}"')
+        value = (lmp.extract_variable(name) or "").strip()
+        lmp.command(f"variable {name} delete")
+    finally:
+        if path:
+            os.unlink(path)
+    return "" if value == "-" else value

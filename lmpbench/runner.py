@@ -38,6 +38,7 @@ import numpy as np
 
 from lmpbench import __version__
 from lmpbench.decks import template
+from lmpbench.files import write_atomic
 from lmpbench.manifest import MANIFEST_FORMAT
 from lmpbench.stop_signals import StopSignal
 from lmpbench.systems import Protocol, System
@@ -110,6 +111,7 @@ class RunConfig:
     collapse_criteria: str = "all"  # a key of COLLAPSE_CRITERIA
     reference: Path | None = None  # a reference run or data file: the benchmark's RDF-window check in the run
     reference_every: int = 1
+    ranks: int | None = None  # the MPI world size asked for (--np); None: whatever the launcher made
 
     @property
     def total_steps(self) -> int:
@@ -291,8 +293,8 @@ def write_run_files(config: RunConfig, atoms, run_dir: Path) -> dict[str, str]:
         ff_lines = template(f"forcefields/{ff.file}").read_text()
     else:
         ff_lines = _lj_lines(elements)
-    (run_dir / "forcefield.in").write_text(f"# force field of this run ({config.model})\n{ff_lines}\n")
-    (run_dir / "in.lmp").write_text(resolved_deck(config.protocol.template, boundary(atoms)))
+    write_atomic(run_dir / "forcefield.in", f"# force field of this run ({config.model})\n{ff_lines}\n")
+    write_atomic(run_dir / "in.lmp", resolved_deck(config.protocol.template, boundary(atoms)))
 
     p, dt_ps = config.protocol, config.protocol.timestep_fs / 1000.0
     extra = {"velocities": "vx vy vz", "forces": "fx fy fz"}
@@ -306,7 +308,7 @@ def write_run_files(config: RunConfig, atoms, run_dir: Path) -> dict[str, str]:
         "velocity_rotation": "yes" if config.system.category == "molecule" else "no",
     }
     if p.ensemble == "langevin_metad":
-        (run_dir / "colvars.inp").write_text(colvars_input(config))
+        write_atomic(run_dir / "colvars.inp", colvars_input(config))
         variables["colvars"] = "colvars.inp"
     return variables
 
@@ -376,9 +378,7 @@ def clean_thermo(path: Path, upto: int | None = None) -> None:
         if step > last and (upto is None or step <= upto):
             kept.append(line)
             last = step
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(kept))
-    tmp.replace(path)
+    write_atomic(path, "".join(kept))
 
 
 def truncate_dump(path: Path, step: int) -> None:
@@ -390,8 +390,10 @@ def truncate_dump(path: Path, step: int) -> None:
         for line in iter(f.readline, b""):
             if line.startswith(b"ITEM: TIMESTEP"):
                 frame_start = offset
-                timestep = int(f.readline())
+                text = f.readline()
                 offset = f.tell()
+                # a frame cut inside its step line (killed while writing it) is after the restart too
+                timestep = int(text) if text.endswith(b"\n") and text.strip().isdigit() else step + 1
                 if timestep > step:
                     f.truncate(frame_start)
                     return
@@ -422,9 +424,7 @@ class _Manifest:
     def update(self, **changes) -> None:
         self.data.update(changes)
         if self.is_root:
-            tmp = self.path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(self.data, indent=2, default=str))
-            tmp.replace(self.path)
+            write_atomic(self.path, json.dumps(self.data, indent=2, default=str))
 
 
 def run(config: RunConfig, progress: bool = True, echo=print) -> RunResult:
@@ -432,8 +432,9 @@ def run(config: RunConfig, progress: bool = True, echo=print) -> RunResult:
     out = Path(config.out).resolve()
     config_hash = hashlib.sha256(json.dumps(config.identity(), sort_keys=True).encode()).hexdigest()
     manifest_path = out / "run.json"
-    previous = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+    previous = _previous_manifest(manifest_path)
     if previous and previous.get("config_sha256") != config_hash:
+        _refuse_changed_model(config, previous)
         raise RunError(f"{out} holds a different run (its run.json has another configuration); use a new --out")
     if previous and previous.get("status") in ("finished", "collapsed"):
         # no LAMMPS is started here, so the MPI launcher's environment tells the ranks apart
@@ -442,18 +443,20 @@ def run(config: RunConfig, progress: bool = True, echo=print) -> RunResult:
             echo(f"{out}: already {previous['status']} at step {previous.get('steps_done')}; nothing to do")
         return RunResult(previous["status"], previous.get("steps_done", 0), previous, out, previous.get("reason"), is_root)
 
-    restart = (previous or {}).get("restart")
+    restart = _restart_record(previous, manifest_path)
     resuming = bool(restart) and Path(out / restart["file"]).is_file()
     atoms = read_structure(config)
     windows = _rdf_windows(config, atoms)  # the reference is read before anything is written
     stop = StopSignal()
     from lmpbench.engine import open_lammps
 
-    lmp, is_root = None, False
+    lmp, is_root, lock = None, False, None
     cwd = os.getcwd()
     try:
         lmp = open_lammps(["-nocite", "-screen", "none", "-log", "none"])
         is_root = lmp.extract_setting("world_rank") == 0
+        _check_world(config, lmp.extract_setting("world_size"))
+        lock = _lock_folder(lmp, is_root, out, echo)
         (out / "restart").mkdir(parents=True, exist_ok=True)  # every rank: no rank waits on another
         # rank 0 writes the files; LAMMPS reads decks and data files on rank 0 only
         variables = write_run_files(config, atoms, out) if is_root else _run_variables(config, atoms)
@@ -467,7 +470,7 @@ def run(config: RunConfig, progress: bool = True, echo=print) -> RunResult:
         elif is_root:
             for name in ("traj.dump", "log.lammps"):
                 (out / name).unlink(missing_ok=True)
-            (out / "thermo.dat").write_text("# " + " ".join(THERMO_COLUMNS) + "\n")
+            write_atomic(out / "thermo.dat", "# " + " ".join(THERMO_COLUMNS) + "\n")
         # rank 0 alone writes run.json, and alone can hash the files it has written
         manifest = _Manifest(manifest_path, is_root, previous or (
             _new_manifest(config, config_hash, lmp, variables, atoms) if is_root else {}))
@@ -487,11 +490,76 @@ def run(config: RunConfig, progress: bool = True, echo=print) -> RunResult:
         return _drive(lmp, config, manifest, start_step, atoms, stop, progress, echo, windows)
     finally:
         os.chdir(cwd)
-        stop.close()
         if lmp is not None:
             lmp.close()  # closes thermo.dat: only now may it be rewritten
-        if is_root:
+        if lock is not None:  # rank 0 of a run that owns the folder
             clean_thermo(out / "thermo.dat")
+            lock.release()
+        stop.close()  # last: a stop signal during the clean-up above is taken, not fatal
+
+
+def _previous_manifest(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise RunError(f"{path} cannot be read ({err}); move the folder aside or use a new --out") from None
+    if not isinstance(previous, dict):
+        raise RunError(f"{path} is not a run manifest; move the folder aside or use a new --out")
+    return previous
+
+
+def _restart_record(previous: dict | None, path: Path) -> dict | None:
+    """run.json's last restart ({"file", "step"}), checked, or None."""
+    restart = (previous or {}).get("restart")
+    if restart is None:
+        return None
+    if not (isinstance(restart, dict) and isinstance(restart.get("file"), str) and isinstance(restart.get("step"), int)
+            and not Path(restart["file"]).is_absolute() and ".." not in Path(restart["file"]).parts):
+        raise RunError(f"{path}: its restart record {restart!r} is malformed; move the folder aside or use a new --out")
+    return restart
+
+
+def _refuse_changed_model(config: RunConfig, previous: dict) -> None:
+    """A resume with a model file that is not the one the run started with: say so plainly."""
+    recorded = (previous.get("model") or {}).get("sha256")
+    if config.classical or not recorded or not Path(config.model).is_file():
+        return
+    now = _sha256(config.model)
+    if now != recorded:
+        raise RunError(f"model file {config.model} changed since this run started (run.json recorded sha256 "
+                       f"{recorded[:12]}..., the file now has {now[:12]}...); restore that file to resume, or start "
+                       "a new run with another --out")
+
+
+def _check_world(config: RunConfig, world_size: int) -> None:
+    """Refuse an MPI world of another size than asked for (--np): e.g. a launcher that started
+    K single-rank copies of lmpbench, which would all write the same folder."""
+    if config.ranks is not None and world_size != config.ranks:
+        raise RunError(f"this MPI world has {world_size} rank(s) but --np {config.ranks} was asked: the launcher "
+                       + ("started separate single-rank copies (use the MPI that lmpbench runs with: its mpiexec, "
+                          "or `lmpbench run --np K` alone, which starts it)" if world_size == 1 else
+                          "started another number of ranks") + "; nothing was written")
+
+
+def _lock_folder(lmp, is_root: bool, out: Path, echo):
+    """Rank 0 takes the run folder's lock for the whole run; every rank learns whether it could."""
+    from lmpbench.engine import broadcast_from_root
+    from lmpbench.folder_lock import FolderInUseError, FolderLock
+
+    lock, refusal = None, ""
+    if is_root:
+        try:
+            lock = FolderLock(out, "lmpbench run").acquire()
+        except (FolderInUseError, OSError) as err:
+            refusal = str(err)
+    refusal = broadcast_from_root(lmp, is_root, refusal)
+    if refusal:
+        raise RunError(refusal)
+    if lock is not None and lock.unprotected:
+        echo(f"warning: {lock.unprotected}; two runs in this folder would not be stopped")
+    return lock
 
 
 def _run_variables(config: RunConfig, atoms) -> dict[str, str]:
@@ -580,7 +648,7 @@ def _drive(lmp, config, manifest, start_step, atoms, stop, progress, echo, windo
 
     watch = None
     if config.collapse_criteria == "all" or config.reference is not None:
-        watch = CollapseWatch(Path("traj.dump"), Path(".collapse_verdict"), manifest.is_root,
+        watch = CollapseWatch(Path("traj.dump"), manifest.is_root,
                               _type_elements(config, atoms), len(atoms), config.protocol.temperature_K,
                               resumed_at=start_step,
                               energy_reference=(manifest.data.get("collapse_checks") or {}).get("energy_reference_eV_atom"),
@@ -618,7 +686,7 @@ def _drive(lmp, config, manifest, start_step, atoms, stop, progress, echo, windo
                 status = "collapsed"
                 break
             bar.update(step, (step - done_before) / elapsed if elapsed > 0 else 0.0)
-            interrupted = step < target
+            interrupted = step < target or stop.received is not None  # a signal between two runs too
             if interrupted or step == total or time.monotonic() - last_checkpoint >= 60 * config.checkpoint_minutes:
                 _write_restart(lmp, manifest, step)
                 last_checkpoint = time.monotonic()

@@ -37,11 +37,13 @@ def write_lammps_data(path: str | Path, atoms: Atoms, elements: list[str]) -> Pa
         raise ValueError(f"structure has element(s) {', '.join(missing)} that are not in {' '.join(elements)}")
     if not np.allclose(atoms.cell.array, np.tril(atoms.cell.array)):
         raise ValueError("cell is not lower triangular: pass the structure through lammps_oriented() first")
-    path = Path(path)
-    with open(path, "w") as fd:
-        ase_write(fd, atoms, specorder=list(elements), masses=True, units="metal", atom_style="atomic",
-                  force_skew=True)
-    return path
+    import io
+
+    from lmpbench.files import write_atomic
+
+    text = io.StringIO()
+    ase_write(text, atoms, specorder=list(elements), masses=True, units="metal", atom_style="atomic", force_skew=True)
+    return write_atomic(path, text.getvalue())
 
 
 def copy_data_file(source: str | Path, path: str | Path) -> Path:
@@ -51,6 +53,7 @@ def copy_data_file(source: str | Path, path: str | Path) -> Path:
     source, path = Path(source), Path(path)
     lines = source.read_text().splitlines(keepends=True)
     header = f"LAMMPS data file {source.name}, read by lmpbench in metal units (Å, g/mol)\n"
-    Path(path).write_text(header + "".join(lines[1:]))
-    return path
+    from lmpbench.files import write_atomic
+
+    return write_atomic(path, header + "".join(lines[1:]))
 

@@ -224,7 +224,7 @@ def load_user_systems(path: str | Path) -> tuple[dict[str, System], dict[str, Pr
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as err:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
         raise SystemError(f"cannot read systems file {path}: {err}") from None
     unknown = set(data) - {"system", "protocol"}
     if unknown:

@@ -373,7 +373,7 @@ def test_structural_metric_sees_injected_events_at_their_frame(water_runs, tmp_p
 
     growing = tmp_path / "growing.dump"
     _write_dump(growing, frames[:k - 3])
-    watch = CollapseWatch(growing, tmp_path / "verdict", True, manifest["type_elements"], 192, 300.0)
+    watch = CollapseWatch(growing, True, manifest["type_elements"], 192, 300.0)
     assert watch._scan() == ""
     _write_dump(growing, frames)
     verdict = watch._scan()

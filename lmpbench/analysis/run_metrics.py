@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -244,11 +243,15 @@ class CustomMetrics:
 
 def analyze(run_dir: str | Path, reference: str | Path | None = None, reference_every: int = 1,
             test_data: str | Path | None = None, test_frames: int | None = None,
-            rdf_normalization: str = "paper") -> dict:
-    """Metrics of ``run_dir`` (and errors against ``reference``); writes metrics.json and curves.npz.
+            rdf_normalization: str = "paper", out: str | Path | None = None) -> dict:
+    """Metrics of ``run_dir`` (and errors against ``reference``); writes metrics.json and
+    curves.npz there, or to ``out`` (e.g. while the run is still going: a run holds its folder).
     ``rdf_normalization``: "paper" (N_A N_B / V, the default) or the labelled variant "n_n_minus_1"."""
     _check_normalization(rdf_normalization)
     subject = Subject.of_run(Path(run_dir))
+    if out is not None:
+        subject.out = Path(out)
+        _check_out(subject.out, subject.folder)
     result = {"run": str(subject.folder.resolve()), "system": subject.system["name"],
               "status": subject.manifest["status"], "run_collapse": subject.manifest.get("collapse")}
     return _analyze(subject, result, reference, reference_every, test_data, test_frames, rdf_normalization)
@@ -328,7 +331,7 @@ def _type_map(path: Path, first, elements, data_file) -> atom_types.TypeMap:
 
 
 def _check_out(out: Path, trajectory: Path) -> None:
-    """Refuse to replace another trajectory's results in the same folder."""
+    """Refuse to replace another trajectory's (or run's) results in the same folder."""
     existing = out / "metrics.json"
     if not existing.is_file():
         return
@@ -343,6 +346,22 @@ def _check_out(out: Path, trajectory: Path) -> None:
 
 
 def _analyze(subject: Subject, result: dict, reference, reference_every, test_data, test_frames,
+             normalization: str, custom: CustomMetrics | None = None) -> dict:
+    """Compute and write, holding the output folder's lock throughout (a run writing there, or
+    another analysis, would change the files under it)."""
+    from lmpbench.folder_lock import FolderInUseError, FolderLock
+
+    try:
+        lock = FolderLock(subject.out, "lmpbench analyze").acquire()
+    except FolderInUseError as err:
+        raise AnalysisError(f"{err}; or write the results elsewhere with --out") from None
+    try:
+        return _compute(subject, result, reference, reference_every, test_data, test_frames, normalization, custom)
+    finally:
+        lock.release()
+
+
+def _compute(subject: Subject, result: dict, reference, reference_every, test_data, test_frames,
              normalization: str, custom: CustomMetrics | None = None) -> dict:
     result.update(frame_interval_ps=subject.frame_dt_ps, metrics={})
     curves = {}
@@ -371,12 +390,16 @@ def _analyze(subject: Subject, result: dict, reference, reference_every, test_da
 def _write(out: Path, result: dict, curves: dict) -> None:
     """metrics.json and curves.npz, replaced whole or not at all: a failure never leaves half a
     file or a pair that disagrees."""
+    import io
+
+    from lmpbench.files import write_atomic
+
     out.mkdir(parents=True, exist_ok=True)
-    staged_metrics, staged_curves = out / ".metrics.json.partial", out / ".curves.partial.npz"
-    staged_metrics.write_text(json.dumps(result, indent=2, default=float))
-    np.savez(staged_curves, **curves)
-    os.replace(staged_curves, out / "curves.npz")
-    os.replace(staged_metrics, out / "metrics.json")
+    metrics_text = json.dumps(result, indent=2, default=float)  # both made before either is written
+    buffer = io.BytesIO()
+    np.savez(buffer, **curves)
+    write_atomic(out / "curves.npz", buffer.getvalue())
+    write_atomic(out / "metrics.json", metrics_text)
 
 
 def _needs_time(subject: Subject, what: str) -> float:

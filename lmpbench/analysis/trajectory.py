@@ -257,15 +257,12 @@ class TrajectoryReader:
             found = header[0].decode(errors="replace").strip()[:40]
             raise TrajectoryError(f"{self.path}: frame {index} does not start with 'ITEM: TIMESTEP' (found {found!r})")
         try:
-            step = int(header[1])
-            assert header[2].startswith(b"ITEM: NUMBER OF ATOMS")
-            natoms = int(header[3])
-            assert header[4].startswith(b"ITEM: BOX BOUNDS")
-            bounds = [[float(v) for v in line.split()] for line in header[5:8]]
-            assert header[8].startswith(b"ITEM: ATOMS")
-        except (ValueError, AssertionError, IndexError):
+            step, natoms, bounds, header_words, columns = self._header(header)
+        except (ValueError, AssertionError, IndexError, UnicodeDecodeError):
             raise TrajectoryError(f"{self.path}: frame {index} has a malformed header") from None
-        columns = header[8].decode().split()[2:]
+        if natoms > self._most_atoms():
+            raise TrajectoryError(f"{self.path}: frame at step {step} claims {natoms} atoms, more lines than the "
+                                  "file holds")
         if not parse:  # a frame not asked for: find its end only
             while (end := text_numbers.skip_rows(np.frombuffer(text.data, np.uint8), text.pos, natoms)) < 0:
                 if not text.more():
@@ -273,7 +270,6 @@ class TrajectoryReader:
                     return None
             text.pos = end
             return True
-        header_words = header[4].decode().split()
         if any(c in _TEXT_COLUMNS for c in columns):
             return self._frame_with_text_columns(text, step, natoms, columns, bounds, header_words)
         data = np.empty((natoms, len(columns)))
@@ -295,6 +291,29 @@ class TrajectoryReader:
             data = np.array(text.data[text.pos:end].split(), dtype=float).reshape(natoms, len(columns))
         text.pos = end
         return self._frame(step, bounds, "xy" in header_words, header_words[3:], columns, data)
+
+    @staticmethod
+    def _header(header: list[bytes]):
+        """(step, atoms, box bounds, BOX BOUNDS words, column names) of a frame's nine header
+        lines; AssertionError or ValueError when they are not what LAMMPS writes."""
+        step = int(header[1])
+        assert header[2].startswith(b"ITEM: NUMBER OF ATOMS")
+        natoms = int(header[3])
+        assert natoms >= 0 and header[4].startswith(b"ITEM: BOX BOUNDS")
+        header_words = header[4].decode("ascii").split()
+        tilted = "xy" in header_words
+        bounds = [[float(v) for v in line.split()] for line in header[5:8]]
+        assert all(len(b) == (3 if tilted else 2) or (not tilted and len(b) >= 2) for b in bounds)
+        assert header[8].startswith(b"ITEM: ATOMS")
+        columns = header[8].decode("ascii").split()[2:]
+        assert columns and len(set(columns)) == len(columns)
+        return step, natoms, bounds, header_words, columns
+
+    def _most_atoms(self) -> float:
+        """An upper bound on the atoms a frame of this file can hold (two bytes an atom line),
+        so a corrupt count is refused before memory is allocated for it."""
+        size = self.path.stat().st_size
+        return size / 2 if not _is_gzip(self.path) else size * 1100  # gzip compresses at most ~1030:1
 
     def _frame_with_text_columns(self, text, step, natoms, columns, bounds, header_words) -> Frame | None:
         """A dump with words among its columns (``element``): Python's split, slower; the words
