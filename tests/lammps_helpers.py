@@ -81,3 +81,21 @@ def state(lmp) -> dict:
     out["pbc"] = np.array(periodicity, dtype=bool)
     lmp.command("uncompute lmpbench_pe_atom")
     return out
+
+
+def run_in_folder(folder, deck: str):
+    """Run ``deck`` with an in-process LAMMPS whose working folder is ``folder`` (its dumps and
+    files land there); returns the folder."""
+    import os
+
+    from lmpbench.engine import open_lammps
+
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        lmp = open_lammps()
+        lmp.commands_string(deck)
+        lmp.close()
+    finally:
+        os.chdir(cwd)
+    return folder

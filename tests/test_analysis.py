@@ -10,6 +10,8 @@ from lmpbench.analysis.geometry import BondStability, dihedral_deg
 from lmpbench.analysis.msd import MSD
 from lmpbench.analysis.rdf import RDF, DistanceHistogram
 from lmpbench.analysis.trajectory import Frame, TrajectoryError, TrajectoryReader
+from lammps_helpers import run_in_folder
+
 from lmpbench.engine import open_lammps
 
 LJ_DECK = """
@@ -41,18 +43,7 @@ run 1000
 @pytest.fixture(scope="module", params=[0.0, 1.5], ids=["orthorhombic", "triclinic"])
 def lj_run(request, tmp_path_factory):
     """A hot two-type LJ fluid run by LAMMPS with its own rdf and msd written beside the dump."""
-    import os
-
-    d = tmp_path_factory.mktemp("lj")
-    cwd = os.getcwd()
-    os.chdir(d)
-    try:
-        lmp = open_lammps()
-        lmp.commands_string(LJ_DECK.format(xy=request.param))
-        lmp.close()
-    finally:
-        os.chdir(cwd)
-    return d
+    return run_in_folder(tmp_path_factory.mktemp("lj"), LJ_DECK.format(xy=request.param))
 
 
 def _lammps_rdf(path):
@@ -425,18 +416,7 @@ def mixture_run(request, tmp_path_factory):
     """A hot LJ mixture of a light and a heavy species in a box whose corner is off the origin,
     with LAMMPS's scaled dumps (dump atom, with and without image flags; xsu), its Cartesian
     columns and its own compute msd com yes (all atoms, the heavy species) beside them."""
-    import os
-
-    d = tmp_path_factory.mktemp("mixture")
-    cwd = os.getcwd()
-    os.chdir(d)
-    try:
-        lmp = open_lammps()
-        lmp.commands_string(MIXTURE_DECK.format(tilt=request.param))
-        lmp.close()
-    finally:
-        os.chdir(cwd)
-    return d
+    return run_in_folder(tmp_path_factory.mktemp("mixture"), MIXTURE_DECK.format(tilt=request.param))
 
 
 def _lammps_columns(path, names):

@@ -2,14 +2,14 @@
 plain implementation, element and mass sources, errors, and run.json checks."""
 
 import json
-import os
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from lammps_helpers import run_in_folder
+
 from lmpbench.cli.main import cli
-from lmpbench.engine import open_lammps
 from lmpbench.manifest import MANIFEST_FORMAT, ManifestError, read_run_manifest
 
 DECK = """
@@ -41,16 +41,7 @@ TIMESTEP, EVERY = 2.0, 40  # read as fs: the analysis is in Å and fs, whatever 
 
 @pytest.fixture(scope="module")
 def mixture(tmp_path_factory):
-    d = tmp_path_factory.mktemp("mixture_file")
-    cwd = os.getcwd()
-    os.chdir(d)
-    try:
-        lmp = open_lammps()
-        lmp.commands_string(DECK)
-        lmp.close()
-    finally:
-        os.chdir(cwd)
-    return d
+    return run_in_folder(tmp_path_factory.mktemp("mixture_file"), DECK)
 
 
 def _lammps_rdf_mean(path):
@@ -128,15 +119,8 @@ def test_elements_from_data_file_masses_and_element_column(mixture, tmp_path):
     types = json.loads((tmp_path / "b" / "metrics.json").read_text())["types"]
     assert types["elements"] == ["H", "Li"] and types["masses"] == {"1": 1.0, "2": 6.94}
     # a dump with an element column names its types itself
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        lmp = open_lammps()
-        lmp.commands_string(DECK.split("write_data")[0] + "dump e all custom 1 named.dump id type element x y z\n"
-                            "dump_modify e element H Li\nrun 2\n")
-        lmp.close()
-    finally:
-        os.chdir(cwd)
+    run_in_folder(tmp_path, DECK.split("write_data")[0] + "dump e all custom 1 named.dump id type element x y z\n"
+                  "dump_modify e element H Li\nrun 2\n")
     result = CliRunner().invoke(cli, ["analyze", str(tmp_path / "named.dump"), "--rdf", "Li-Li", "--r-max", "2.5", "--out", str(tmp_path / "c")])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "c" / "metrics.json").read_text())["types"]["elements"] == ["H", "Li"]
