@@ -240,6 +240,15 @@ def test_alanine_metadynamics_metrics(tmp_path):
     expected = np.histogram2d(*np.array(angles).T, bins=[edges, edges])[0]
     np.testing.assert_array_equal(curves["ramachandran_counts"], expected)
     assert result["metrics"]["fes"]["source"] == "metadynamics bias (COLVARS)"
+    # a run that collapsed: its bias covers the broken part, so no PMF error, and the reason
+    import shutil
+
+    shutil.copytree(b, tmp_path / "collapsed")
+    manifest = json.loads((tmp_path / "collapsed" / "run.json").read_text())
+    manifest.update(status="collapsed", collapse={"step": 200, "reason": "injected for the test"})
+    (tmp_path / "collapsed" / "run.json").write_text(json.dumps(manifest))
+    pmf = analyze(tmp_path / "collapsed", a)["metrics"]["pmf_mae"]
+    assert all(pmf[axis]["value"] is None and "unstable at step 200" in pmf[axis]["reason"] for axis in ("phi", "psi"))
 
 
 @pytest.mark.parametrize("system, elements", [("water", ["O", "H"]), ("lips", ["Li", "P", "S"])])

@@ -644,10 +644,24 @@ def _free_energy(subject, ref, result, curves):
         else:
             ref_fes, ref_source = from_histogram(histogram(ref.frames()), f"reference {ref.path}")
         curves.update(fes_ref_kJ_mol=ref_fes.free_energy_kJ_mol, pmf_ref_phi=ref_fes.pmf("phi"), pmf_ref_psi=ref_fes.pmf("psi"))
+        broken_at = _first_unstable_step(result)
+        if broken_at is not None:  # the bias (or histogram) covers the broken part too: not the model's FES
+            reason = (f"not computable: the run became unstable at step {broken_at}, and its free-energy surface "
+                      "includes what came after")
+            result["metrics"]["pmf_mae"] = {axis: {"value": None, "reason": reason} for axis in ("phi", "psi")}
+            return
         result["metrics"]["pmf_mae"] = {
             axis: {"value": mae(fes.pmf(axis), ref_fes.pmf(axis), 6.28), "unit": "kJ/mol rad", "reference_source": ref_source,
                    "definition": "mae(PMF, PMF_ref, 6.28), PMF from the 60 x 60 FES with kBT = 2.49 kJ/mol"}
             for axis in ("phi", "psi")}
+
+
+def _first_unstable_step(result: dict) -> int | None:
+    """The earliest step at which the run collapsed or the paper's bond criterion fired."""
+    steps = [(result.get("run_collapse") or {}).get("step"),
+             result["metrics"].get("stability_ps", {}).get("first_unstable_step")]
+    steps = [s for s in steps if s is not None]
+    return min(steps) if steps else None
 
 
 def _test_errors(manifest, test_data, test_frames) -> dict:
