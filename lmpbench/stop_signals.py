@@ -52,10 +52,12 @@ class StopSignal:
 
     def _watch(self):
         while not self._closed.is_set():
-            number = signal.sigtimedwait(self.signals, self.POLL_S)
-            if number is None:
+            info = signal.sigtimedwait(self.signals, self.POLL_S)
+            # None on timeout; a stop/continue of the process (SIGSTOP, SIGCONT) can wake the
+            # wait with an empty record: only a stop signal counts
+            if info is None or info.si_signo not in self.signals:
                 continue
-            self.received = self.received or number.si_signo
+            self.received = self.received or info.si_signo
             self.count += 1
             if self.lmp is not None:
                 self.lmp.force_timeout()

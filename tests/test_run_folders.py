@@ -72,6 +72,7 @@ def test_a_second_run_or_analysis_of_a_busy_folder_changes_nothing(uninterrupted
     proc = start(out, *WATER_RUN)
     try:
         wait_for(out, 1000, proc)
+        proc.send_signal(signal.SIGSTOP)  # paused, holding its lock, however fast this machine is
         holder = json.loads((out / ".lmpbench.lock").read_text())
         second = finish(out, *WATER_RUN)
         assert second.returncode == 2, second.stdout + second.stderr
@@ -83,6 +84,7 @@ def test_a_second_run_or_analysis_of_a_busy_folder_changes_nothing(uninterrupted
         elsewhere = CliRunner().invoke(cli, ["analyze", str(out), "--out", str(tmp_path / "live")])
         assert elsewhere.exit_code == 0, elsewhere.output  # reading a running run is fine
     finally:
+        proc.send_signal(signal.SIGCONT)
         output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, output
     # the first run was not disturbed: the same bytes as a run alone
@@ -95,9 +97,10 @@ def test_repeated_sigkills_then_resume_is_bitwise(uninterrupted, tmp_path):
     frame, a restart file, run.json), the resumed run ends byte-identical to an uninterrupted one."""
     out = tmp_path / "killed"
     rng = random.Random(11)
-    for _ in range(4):
+    for target in sorted(rng.sample(range(200, 5800, 100), 4)):  # steps after which a kill comes
         proc = start(out, *WATER_RUN)
-        time.sleep(rng.uniform(2.0, 4.0))  # startup takes about 2 s: kills land at random steps of the run
+        wait_for(out, target, proc)
+        time.sleep(rng.uniform(0.0, 0.3))  # and then a little later: inside a chunk, a dump frame, a restart
         proc.kill()
         proc.communicate()
         if json.loads((out / "run.json").read_text()).get("status") == "finished":
