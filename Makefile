@@ -49,6 +49,7 @@ bench: setup
 	$(BIN)/python benchmarks/pair_overhead.py
 	$(BIN)/python benchmarks/deploy_speed.py
 	$(BIN)/python benchmarks/analysis_speed.py
+	$(BIN)/python benchmarks/collapse_overhead.py
 
 clean:
 	rm -rf $(VENV) build demo_output .pytest_cache
