@@ -25,6 +25,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmpbench.files import write_atomic
+
 
 class BatchError(ValueError):
     """The batch cannot be written as asked."""
@@ -153,10 +155,10 @@ def write(task_list: list[Task], scheduler_name: str, folder: Path, run_args: li
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "logs").mkdir(exist_ok=True)  # schedulers open the task's output file there before the script runs
     job = folder / "job.sh"
-    job.write_text(script(task_list, scheduler, run_args, logs=folder / "logs", **script_options))
+    write_atomic(job, script(task_list, scheduler, run_args, logs=folder / "logs", **script_options))
     job.chmod(0o755)
     manifest = folder / "tasks.json"
-    manifest.write_text(json.dumps({"scheduler": scheduler_name, "script": str(job), "run_args": run_args, "tasks": [
+    write_atomic(manifest, json.dumps({"scheduler": scheduler_name, "script": str(job), "run_args": run_args, "tasks": [
         {"index": t.index, "model": t.model, "system": t.system, "seed": t.seed, "out": str(t.out)} for t in task_list]},
         indent=2))
     answer = None

@@ -60,7 +60,9 @@ class CollapseWatch:
         return record
 
     def check(self, lmp, step: int) -> tuple[int, str] | None:
-        verdict = self._broadcast(lmp, self._scan() if self.is_root else "")
+        from lmpbench.engine import broadcast_from_root
+
+        verdict = broadcast_from_root(lmp, self.is_root, self._scan() if self.is_root else "")
         if verdict:
             frame_step, _, reason = verdict.partition(" ")
             return int(frame_step), reason
@@ -82,7 +84,7 @@ class CollapseWatch:
             if not self.check_structure:
                 continue
             if self.structure is None:
-                self.structure = StructuralStability(self._symbols(frame))
+                self.structure = StructuralStability(self.elements)
                 self.structure.accumulate(frame)  # the first frame: topology and floors
                 continue
             if frame.step <= self.resumed_at:
@@ -92,14 +94,6 @@ class CollapseWatch:
                 return f"{self.structure.first_broken_step} structure broke: {self.structure.reason}"
         self.offset = reader.byte_end
         return ""
-
-    def _symbols(self, frame) -> list[str]:
-        return [self.elements[t - 1] for t in frame.types]
-
-    def _broadcast(self, lmp, text: str) -> str:
-        from lmpbench.engine import broadcast_from_root
-
-        return broadcast_from_root(lmp, self.is_root, text)
 
     def _energy(self, lmp, step: int) -> tuple[int, str] | None:
         try:

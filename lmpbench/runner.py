@@ -21,6 +21,7 @@ energy, temperature outside [0.1, 100000] K, or (molecules) a bond stretched by 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -121,6 +122,11 @@ class RunConfig:
     def chunk(self) -> int:
         return self.chunk_steps or 10 * self.protocol.dump_every
 
+    @functools.cached_property
+    def model_sha256(self) -> str:
+        """sha256 of the deployed model file, read once (models can be large)."""
+        return _sha256(self.model)
+
     @property
     def classical(self) -> ClassicalForceField | None:
         if self.model.startswith("classical:"):
@@ -135,7 +141,7 @@ class RunConfig:
         return {
             "system": dataclasses.asdict(self.system),
             "protocol": dataclasses.asdict(self.protocol),
-            "model": self.model if self.classical else _sha256(self.model),
+            "model": self.model if self.classical else self.model_sha256,
             "structure": _sha256(self.structure) if self.structure else None,
             "seed": self.seed, "steps": self.total_steps, "chunk_steps": self.chunk,
             "dump_extra": list(self.dump_extra),
@@ -177,8 +183,6 @@ def validate(config: RunConfig) -> None:
         raise RunError(f"structure file {config.structure} does not exist")
     if config.total_steps < 1 or config.chunk < 1:
         raise RunError("steps and chunk steps must be positive")
-    if config.protocol.ensemble not in ("nvt", "nve", "npt", "langevin_metad"):
-        raise RunError(f"unknown ensemble {config.protocol.ensemble!r}")
     if config.collapse_criteria not in COLLAPSE_CRITERIA:
         raise RunError(f"unknown collapse criteria {config.collapse_criteria!r}; use one of {', '.join(COLLAPSE_CRITERIA)}")
     if config.reference is not None:
@@ -526,7 +530,7 @@ def _refuse_changed_model(config: RunConfig, previous: dict) -> None:
     recorded = (previous.get("model") or {}).get("sha256")
     if config.classical or not recorded or not Path(config.model).is_file():
         return
-    now = _sha256(config.model)
+    now = config.model_sha256
     if now != recorded:
         raise RunError(f"model file {config.model} changed since this run started (run.json recorded sha256 "
                        f"{recorded[:12]}..., the file now has {now[:12]}...); restore that file to resume, or start "
@@ -576,7 +580,7 @@ def _new_manifest(config: RunConfig, config_hash: str, lmp, variables: dict, ato
     from lmpbench import plugin
 
     model = {"kind": "classical", "name": config.classical.name} if config.classical else {
-        "kind": "deployed", "file": str(Path(config.model).resolve()), "sha256": _sha256(config.model)}
+        "kind": "deployed", "file": str(Path(config.model).resolve()), "sha256": config.model_sha256}
     if not config.classical:
         from lmpbench.deploy import read_deployed_metadata
 

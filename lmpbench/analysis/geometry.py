@@ -90,13 +90,13 @@ class StructuralStability:
       distance of that element pair in the first frame (within ``FLOOR_SEARCH_A``; else
       ``FLOOR_FRACTION`` x (r_i + r_j)).
     ``first_broken_step`` and ``reason`` say where and why; frames after it are still counted.
+    ``elements`` names atom types 1, 2, ...; the atoms' symbols come from the first frame.
     """
 
-    def __init__(self, symbols: list[str]):
-        from ase.data import atomic_numbers, covalent_radii
-
-        self.symbols = list(symbols)
-        self.radii = np.array([covalent_radii[atomic_numbers[s]] for s in self.symbols])
+    def __init__(self, elements: list[str]):
+        self.elements = list(elements)
+        self.symbols: list[str] = []
+        self.radii = np.zeros(0)
         self.bonds: np.ndarray | None = None  # [2, B], i < j
         self.floors: dict[tuple[str, str], float] = {}
         self.first_broken_step: int | None = None
@@ -116,6 +116,10 @@ class StructuralStability:
         return tuple(sorted((self.symbols[i], self.symbols[j])))
 
     def _start(self, frame: Frame) -> None:
+        from ase.data import atomic_numbers, covalent_radii
+
+        self.symbols = [self.elements[t - 1] for t in frame.types]
+        self.radii = np.array([covalent_radii[atomic_numbers[s]] for s in self.symbols])
         cutoff = max(FLOOR_SEARCH_A, BOND_MULTIPLIER * 2 * self.radii.max())
         i, j, d = self._pairs(frame, cutoff)
         bonded = d < BOND_MULTIPLIER * (self.radii[i] + self.radii[j])

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -106,11 +106,12 @@ class Subject:
                    protocol["ensemble"], run_dir, manifest, finished=manifest["status"] != "running")
 
 
-def _type_of(subject: Subject, element: str | None) -> int | None:
+def _type_of(types: atom_types.TypeMap, element: str | None) -> int | None:
+    """LAMMPS type of ``element`` (None: all atoms)."""
     if element is None:
         return None
     try:
-        return subject.types.type_of(element)
+        return types.type_of(element)
     except atom_types.TypeMapError as err:
         raise AnalysisError(str(err)) from None
 
@@ -162,13 +163,7 @@ def _reference(reference, subject: Subject, every: int) -> Reference | None:
 
 def _rdfs(types: atom_types.TypeMap, pairs, normalization: str, r_max: float = RDF_R_MAX,
           bins: int = RDF_BINS) -> dict:
-    def type_of(element):
-        try:
-            return None if element is None else types.type_of(element)
-        except atom_types.TypeMapError as err:
-            raise AnalysisError(str(err)) from None
-
-    return {pair: RDF(r_max, bins, type_of(pair[0]), type_of(pair[1]), normalization) for pair in pairs}
+    return {pair: RDF(r_max, bins, _type_of(types, pair[0]), _type_of(types, pair[1]), normalization) for pair in pairs}
 
 
 def curves_of(frames, types: atom_types.TypeMap, pairs, normalization: str = "paper", r_max: float = RDF_R_MAX,
@@ -296,9 +291,7 @@ def analyze_trajectory(path: str | Path, *, elements=None, data_file: str | Path
     frame_dt_ps = every * timestep_fs / 1000.0 if every and timestep_fs else None
     out = Path(out) if out is not None else path.parent
     _check_out(out, path)
-    import dataclasses
-
-    subject = Subject(path, types, frame_dt_ps, out, dataclasses.asdict(system_def) if system_def else None,
+    subject = Subject(path, types, frame_dt_ps, out, asdict(system_def) if system_def else None,
                       protocol.ensemble if protocol else None, finished=finished)
     result = {"trajectory": str(path.resolve()), "system": system, "types": types.record(),
               "timestep_fs": timestep_fs, "dump_every_steps": every}
@@ -388,8 +381,8 @@ def _compute(subject: Subject, result: dict, reference, reference_every, test_da
 
 
 def _write(out: Path, result: dict, curves: dict) -> None:
-    """metrics.json and curves.npz, replaced whole or not at all: a failure never leaves half a
-    file or a pair that disagrees."""
+    """curves.npz, then metrics.json, each replaced whole: a failure never leaves half a file,
+    and metrics.json (what readers look at first) is the last to change."""
     import io
 
     from lmpbench.files import write_atomic
@@ -425,7 +418,7 @@ def _periodic(subject, ref, settings, result, curves, normalization):
     # window's first frame, none past the run's own collapse). Pair counts are cached per
     # frame, so a frame counted twice is counted once.
     own, windows, failed, pending = _rdfs(subject.types, settings.pairs, normalization), [], False, False
-    structure = StructuralStability([subject.elements[t - 1] for t in next(iter(subject.frames(stop=1))).types])
+    structure = StructuralStability(subject.elements)
     checker = RDFWindows(subject.types, settings, ref_g, window, normalization) if ref_g is not None else None
     reader = subject.frames()
     for count, frame in enumerate(reader):
@@ -498,7 +491,7 @@ def _diffusivity(subject, settings, stable_ps):
     frame_dt_ps = subject.frame_dt_ps
     lag = round(settings.lag_ps / frame_dt_ps)
     skip = round(settings.skip_ps / frame_dt_ps)
-    msd = MSD(atom_type=_type_of(subject, settings.diffusing), max_lag=lag, masses=subject.types.masses)
+    msd = MSD(atom_type=_type_of(subject.types, settings.diffusing), max_lag=lag, masses=subject.types.masses)
     for frame in subject.frames(start=skip, stop=round(stable_ps / frame_dt_ps) + 1):  # memory O(lag), not O(run)
         msd.accumulate(frame)
     return _diffusion_record(msd, lag, frame_dt_ps, settings.diffusing,
@@ -538,13 +531,15 @@ def _custom(subject, ref, custom: CustomMetrics, result, curves, normalization):
     if not 0 < lag < frames:
         raise AnalysisError(f"{subject.trajectory}: {frames} frames {frame_dt_ps:g} ps apart leave no MSD lag of "
                             f"{lag * frame_dt_ps:g} ps (give --lag-ps below {(frames - 1) * frame_dt_ps:g})")
-    metrics["diffusivity"] = {}
-    for selection in custom.msd:
-        name = "all" if not selection else "+".join(selection)
-        msd = MSD(atom_type=tuple(_type_of(subject, e) for e in selection) or None, max_lag=lag,
-                  masses=subject.types.masses)
-        for frame in subject.frames():
+    msds = {"all" if not selection else "+".join(selection):
+            MSD(atom_type=tuple(_type_of(subject.types, e) for e in selection) or None, max_lag=lag,
+                masses=subject.types.masses)
+            for selection in custom.msd}
+    for frame in subject.frames():  # one pass for every selection
+        for msd in msds.values():
             msd.accumulate(frame)
+    metrics["diffusivity"] = {}
+    for name, msd in msds.items():
         curves[f"msd_{name}"] = msd.msd_A2()
         metrics["diffusivity"][name] = _diffusion_record(
             msd, lag, frame_dt_ps, name, f"MSD/(6 tau) at tau = {lag * frame_dt_ps:g} ps, all time origins, "
@@ -575,7 +570,7 @@ def _molecule(subject, ref, result, curves):
         else:
             lengths_from = "the first frame (the reference orders its atoms differently)"
     stability = BondStability(symbols, reference_lengths=reference_lengths, pairs=pairs)
-    structure = StructuralStability(symbols)
+    structure = StructuralStability(elements)
     hist = DistanceHistogram(H_R_MAX, H_BINS)
     reader = subject.frames()
     for frame in reader:
