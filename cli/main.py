@@ -380,6 +380,52 @@ def _metric_lines(metrics: dict) -> list[str]:
     return lines
 
 
+@cli.command("train")
+@click.option("--system", "system_name", required=True, help="Benchmark system (elements, cutoff, category).")
+@click.option("--data", required=True, help="Dataset: a name (see `lmpbench data list`) or a dataset folder.")
+@click.option("--size", required=True, help="Split size of the dataset to train on (e.g. 1k, 10k).")
+@click.option("-o", "--out", type=click.Path(file_okay=False), required=True,
+              help="Training folder (new or empty; --force replaces a previous training there).")
+@click.option("--arch", default="nequip", show_default=True, help="Architecture (registry entry).")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="YAML in the trainer's own format, merged over the defaults (its keys win).")
+@click.option("--max-epochs", type=click.IntRange(min=1), help="Epochs to train (default 100 without --max-minutes).")
+@click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), help="Training time limit.")
+@click.option("--seed", type=int, help="Training seed (default 1).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="auto: cuda when a GPU is visible.")
+@click.option("--test-frames", type=click.IntRange(min=1), help="Evaluate only the first N test frames.")
+@click.option("--no-package", is_flag=True, help="Skip the portable package of the model (e.g. .nequip.zip).")
+@click.option("--systems-file", type=click.Path(exists=True, dir_okay=False), help="TOML file with user systems.")
+@click.option("--force", is_flag=True, help="Replace a previous training in --out.")
+def train_cmd(system_name, data, size, out, arch, config_file, max_epochs, max_minutes, seed, device, test_frames,
+              no_package, systems_file, force):
+    """Train a model on a dataset split with the architecture's own trainer; writes the checkpoint
+    (for `lmpbench deploy`), the config used, the test MAE and the training curve."""
+    from lmpbench import systems, training
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    try:
+        user_systems, _ = systems.load_user_systems(systems_file) if systems_file else ({}, {})
+        system = systems.get_system(system_name, user_systems)
+        record = training.train(system, data, size, out, arch=arch, config_file=config_file, max_epochs=max_epochs,
+                                max_minutes=max_minutes, seed=seed, device=device, test_frames=test_frames,
+                                package=not no_package, force=force, echo=click.echo)
+    except training.TrainerFailedError as err:
+        raise click.ClickException(str(err)) from None
+    except (systems.SystemError, training.TrainingError) as err:
+        raise click.UsageError(str(err)) from None
+    test = record["test"]
+    energy = (f"{test['energy_mae_meV_atom']:.2f} meV/atom" if test["energy_mae_meV_atom"] is not None
+              else "none (forces-only data)")
+    click.echo(f"{record['epochs_done']} epochs in {record['train_wall_s']:.0f} s on {record['device']}; test "
+               f"({test['frames']} frames): force MAE {test['forces_mae_meV_A']:.2f} meV/Å, energy MAE {energy}")
+    folder = Path(out).resolve()
+    click.echo(f"wrote {folder / 'train.json'}; deploy with: lmpbench deploy {folder / record['checkpoint']['file']} "
+               f"-o {folder / 'model.pt2'}")
+
+
 @cli.command()
 def systems():
     """List the benchmark systems and their protocols."""
@@ -418,6 +464,68 @@ def demo(out, steps):
                f"MSD {a['msd_A2_at_last_lag']:.3g} Å^2 after {a['last_lag_steps']} steps")
     click.echo(f"analysis: {a['metrics']}, curves {a['curves']}, plots {', '.join(a['plots'])}")
     click.echo(f"summary: {Path(out).resolve() / 'summary.json'}")
+
+
+@cli.group()
+def data():
+    """The paper's datasets: fetch them, list what is present ($LMPBENCH_DATA or
+    ~/.local/share/lmpbench/datasets)."""
+
+
+@data.command("fetch")
+@click.argument("name")
+@click.option("--from-file", type=click.Path(exists=True, dir_okay=False),
+              help="The published file, downloaded elsewhere (e.g. water.npy): used instead of the network.")
+@click.option("--sha256", help="The file's sha256: refused if it differs (default: the known or recorded one).")
+@click.option("--force", is_flag=True, help="Rebuild the dataset even if it is present.")
+def data_fetch(name, from_file, sha256, force):
+    """Download dataset NAME (resumable), check its sha256, convert to eV and Å, write the
+    paper's splits (seed 123) as extxyz and the reference trajectory."""
+    from lmpbench.datasets.fetch import fetch_dataset
+    from lmpbench.datasets.sources import DATASET_SOURCES
+    from lmpbench.datasets.store import DatasetError
+
+    if name not in DATASET_SOURCES:
+        raise click.BadParameter(f"unknown dataset {name!r}; one of {', '.join(DATASET_SOURCES)}", param_hint="NAME")
+
+    def progress(done, total):
+        click.echo(f"\r{name}: {done / 1e6:.1f}" + (f" of {total / 1e6:.1f}" if total else "") + " MB", nl=False,
+                   err=True)
+
+    try:
+        result = fetch_dataset(name, from_file=from_file, sha256=sha256, force=force, progress=progress)
+    except DatasetError as err:
+        raise click.ClickException(str(err)) from None
+    except OSError as err:
+        raise click.ClickException(f"{err.filename or name}: {err.strerror or err}") from None
+    dataset, source = result.dataset, result.dataset.manifest["source"]
+    if result.status == "present":
+        click.echo(f"{name} is present in {dataset.folder} (sha256 {source['sha256']}); --force rebuilds it")
+        return
+    check = f"verified against the {source['sha256_checked_against']} one" if source["sha256_verified"] else "recorded"
+    sizes = ", ".join(f"{size} {parts['train']['frames']}/{parts['val']['frames']}"
+                      for size, parts in dataset.manifest["split"]["sizes"].items())
+    click.echo(f"{name}: {source['file']} ({source['bytes']} bytes, {result.obtained}), sha256 {source['sha256']} ({check})")
+    click.echo(f"wrote {dataset.folder}: {dataset.manifest['frames']} frames, test {dataset.manifest['split']['test']['frames']}, "
+               f"train/val {sizes}; reference trajectory {dataset.manifest['reference_trajectory']}")
+
+
+@data.command("list")
+def data_list():
+    """The datasets present, with their size and the sha256 of their source file."""
+    from lmpbench.datasets.fetch import present_datasets
+    from lmpbench.datasets.sources import DATASET_SOURCES
+
+    summaries = present_datasets()
+    for s in summaries:
+        frames = f"{s.frames} frames" if s.frames is not None else "incomplete"
+        click.echo(f"{s.name:22s} {s.system or '-':20s} {frames:>14s} {s.bytes / 1e6:10.1f} MB  "
+                   f"sha256 {s.sha256 or '-'}  {s.folder}")
+    missing = [name for name in DATASET_SOURCES if name not in {s.name for s in summaries}]
+    if not summaries:
+        click.echo("no datasets present")
+    if missing:
+        click.echo(f"not fetched: {', '.join(missing)} (lmpbench data fetch NAME)")
 
 
 if __name__ == "__main__":

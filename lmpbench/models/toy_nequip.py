@@ -14,71 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-CONFIG = """
-run: [train]
-seed: 1
-cutoff_radius: {r_max}
-model_type_names: {elements}
-chemical_species: ${{model_type_names}}
-dataloader:
-  _target_: torch.utils.data.DataLoader
-  batch_size: 4
-data:
-  _target_: nequip.data.datamodule.NequIPDataModule
-  seed: ${{seed}}
-  split_dataset:
-    dataset:
-      _target_: nequip.data.dataset.ASEDataset
-      file_path: {data}
-      transforms:
-        - _target_: nequip.data.transforms.ChemicalSpeciesToAtomTypeMapper
-          model_type_names: ${{model_type_names}}
-          chemical_species_to_atom_type_map: ${{list_to_identity_dict:${{chemical_species}}}}
-        - _target_: nequip.data.transforms.NeighborListTransform
-          r_max: ${{cutoff_radius}}
-    train: {n_train}
-    val: {n_val}
-  train_dataloader: ${{dataloader}}
-  val_dataloader: ${{dataloader}}
-  stats_manager:
-    _target_: nequip.data.CommonDataStatisticsManager
-    type_names: ${{model_type_names}}
-trainer:
-  _target_: lightning.Trainer
-  max_epochs: {epochs}
-  enable_progress_bar: false
-  logger: false
-  callbacks:
-    - _target_: lightning.pytorch.callbacks.ModelCheckpoint
-      dirpath: ${{hydra:runtime.output_dir}}
-      filename: last
-      save_last: false
-training_module:
-  _target_: nequip.train.EMALightningModule
-  loss:
-    _target_: nequip.train.EnergyForceLoss
-    per_atom_energy: true
-    coeffs: {{total_energy: 1.0, forces: 1.0}}
-  val_metrics:
-    _target_: nequip.train.EnergyForceMetrics
-    coeffs: {{total_energy_mae: 1.0, forces_mae: 1.0}}
-  optimizer: {{_target_: torch.optim.Adam, lr: 0.01}}
-  model:
-    _target_: nequip.model.NequIPGNNModel
-    seed: ${{seed}}
-    model_dtype: float64
-    type_names: ${{model_type_names}}
-    r_max: ${{cutoff_radius}}
-    l_max: 1
-    parity: true
-    num_layers: {num_layers}
-    num_features: 8
-    radial_mlp_depth: 1
-    radial_mlp_width: 8
-    avg_num_neighbors: ${{training_data_stats:num_neighbors_mean}}
-    per_type_energy_shifts: ${{training_data_stats:per_atom_energy_mean}}
-    per_type_energy_scales: ${{training_data_stats:forces_rms}}
-"""
+# the toy's hyperparameters (lmpbench's names); the config itself is the nequip entry's
+TOY_HYPERPARAMETERS = {"l_max": 1, "num_features": 8, "radial_mlp_depth": 1, "radial_mlp_width": 8, "batch_size": 4,
+                       "learning_rate": 0.01, "model_dtype": "float64"}
 
 
 def emt_frames(n_frames: int, elements=("Cu", "Au"), seed: int = 0):
@@ -106,22 +44,28 @@ def train_toy_nequip(out_dir: str | Path, elements=("Cu", "Au"), r_max: float = 
                      epochs: int = 3, n_frames: int = 40, seed: int = 0) -> Path:
     """Train the tiny model into ``out_dir``; returns the checkpoint (``last.ckpt``).
 
-    Runs ``nequip-train`` of this environment (nequip's own training loop, in a subprocess).
+    Runs ``nequip-train`` of this environment (nequip's own training loop, in a subprocess)
+    with the config of lmpbench's nequip entry (``lmpbench.architectures.nequip``), the EMT
+    frames split into training and validation by nequip.
     """
     from ase.io import write
+
+    from lmpbench.architectures import TrainingRequest, config_text
+    from lmpbench.architectures.nequip import NEQUIP
 
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     data = out_dir / "emt_train.xyz"
     write(data, emt_frames(n_frames, elements, seed), format="extxyz")
     n_val = max(2, n_frames // 8)
-    (out_dir / "toy_nequip.yaml").write_text(CONFIG.format(
-        r_max=r_max, elements=list(elements), data=data, n_train=n_frames - n_val, n_val=n_val, epochs=epochs,
-        num_layers=num_layers))
+    request = TrainingRequest(type_names=tuple(elements), cutoff_A=r_max, train_file=data, val_file=None,
+                              has_energy=True, hyperparameters={**TOY_HYPERPARAMETERS, "num_layers": num_layers},
+                              seed=1, max_epochs=epochs, split=(n_frames - n_val, n_val))
+    (out_dir / "toy_nequip.yaml").write_text(config_text(NEQUIP.build_config(request)))
     train_dir = out_dir / "train"
     shutil.rmtree(train_dir, ignore_errors=True)
-    cmd = [str(Path(sys.executable).parent / "nequip-train"), "-cp", str(out_dir), "-cn", "toy_nequip",
-           f"hydra.run.dir={train_dir}"]
+    cmd = [str(Path(sys.executable).parent / NEQUIP.train_script),
+           *NEQUIP.train_arguments(out_dir, "toy_nequip", train_dir)]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     proc = subprocess.run(cmd, cwd=out_dir, capture_output=True, text=True, env=env)
     ckpt = train_dir / "last.ckpt"
