@@ -28,9 +28,11 @@ KBT_KJ_MOL = 2.49  # the benchmark's value (300 K)
 
 @dataclass
 class FreeEnergySurface:
-    phi_deg: np.ndarray  # [n] bin centres
+    phi_deg: np.ndarray  # [n] grid points (bin centres for COLVARS and histograms, -180 + 6k for PLUMED)
     psi_deg: np.ndarray  # [m]
     free_energy_kJ_mol: np.ndarray  # [n, m]
+    source: str = ""  # where it came from, for the record
+    convention: str = "free_energy"  # plumed.FES_CONVENTIONS: what the surface estimates
 
     @classmethod
     def from_colvars_pmf(cls, path: str | Path, energy_to_kJ_mol: float = EV_TO_KJ_MOL) -> "FreeEnergySurface":
@@ -46,7 +48,38 @@ class FreeEnergySurface:
             raise ValueError(f"cannot read COLVARS free-energy grid {path}: {err}") from None
         phi = lo1 + w1 * (np.arange(n1) + 0.5)
         psi = lo2 + w2 * (np.arange(n2) + 0.5)
-        return cls(phi, psi, values * energy_to_kJ_mol)
+        return cls(phi, psi, values * energy_to_kJ_mol, source=f"COLVARS {path}")
+
+    def scaled(self, factor: float, convention: str, why: str) -> "FreeEnergySurface":
+        """The surface times ``factor`` (zero minimum kept), as another convention."""
+        f = self.free_energy_kJ_mol - self.free_energy_kJ_mol.min()
+        return FreeEnergySurface(self.phi_deg, self.psi_deg, f * factor, f"{self.source}, {why}", convention)
+
+    def same_grid(self, other: "FreeEnergySurface") -> bool:
+        return (self.free_energy_kJ_mol.shape == other.free_energy_kJ_mol.shape
+                and np.allclose(self.phi_deg, other.phi_deg, atol=1e-6) and np.allclose(self.psi_deg, other.psi_deg, atol=1e-6))
+
+    def on_grid(self, phi_deg: np.ndarray, psi_deg: np.ndarray) -> "FreeEnergySurface":
+        """The surface at other grid points, by periodic bilinear interpolation (period 360 degrees),
+        e.g. PLUMED's grid points (-180 + 6k) onto bin centres (-177 + 6k)."""
+        def weights(points, grid):
+            # index of the grid point at or below each point (periodically) and the fraction past it
+            step = 360.0 / len(grid)
+            offset = (np.asarray(points) - grid[0]) % 360.0 / step
+            below = np.floor(offset).astype(int) % len(grid)
+            return below, (below + 1) % len(grid), offset - np.floor(offset)
+
+        for grid in (self.phi_deg, self.psi_deg):
+            if not np.allclose(np.diff(grid), 360.0 / len(grid), atol=1e-6):
+                raise ValueError("interpolation needs a periodic grid evenly spaced over 360 degrees")
+        i0, i1, a = weights(phi_deg, self.phi_deg)
+        j0, j1, b = weights(psi_deg, self.psi_deg)
+        f = self.free_energy_kJ_mol
+        a, b = a[:, None], b[None, :]
+        values = ((1 - a) * (1 - b) * f[np.ix_(i0, j0)] + a * (1 - b) * f[np.ix_(i1, j0)]
+                  + (1 - a) * b * f[np.ix_(i0, j1)] + a * b * f[np.ix_(i1, j1)])
+        return FreeEnergySurface(np.asarray(phi_deg, float), np.asarray(psi_deg, float), values,
+                                 f"{self.source}, interpolated onto another grid", self.convention)
 
     def pmf(self, axis: str, kbt: float = KBT_KJ_MOL) -> np.ndarray:
         """1-D PMF along ``"phi"`` or ``"psi"`` (kJ/mol, zero minimum)."""
@@ -68,10 +101,14 @@ class Ramachandran:
 
     def accumulate(self, frame: Frame) -> "Ramachandran":
         phi, psi = dihedral_deg(frame.positions, self.quads)
-        # dihedral_deg gives (-180, 180]: +180 is the same angle as -180, the first bin
-        i, j = ((np.array([phi, psi]) + 180.0) % 360.0 / (360.0 / len(self.counts))).astype(int)
-        self.counts[i, j] += 1
-        self.frames += 1
+        return self.accumulate_angles(np.atleast_1d(phi), np.atleast_1d(psi))
+
+    def accumulate_angles(self, phi_deg: np.ndarray, psi_deg: np.ndarray) -> "Ramachandran":
+        """Samples given as angles (degrees), e.g. a PLUMED COLVAR's."""
+        # angles in (-180, 180]: +180 is the same angle as -180, the first bin
+        i, j = ((np.array([phi_deg, psi_deg], float) + 180.0) % 360.0 / (360.0 / len(self.counts))).astype(int)
+        np.add.at(self.counts, (i, j), 1)
+        self.frames += len(i)
         return self
 
     @property
@@ -83,4 +120,5 @@ class Ramachandran:
             raise RuntimeError("Ramachandran has seen no frame: call accumulate() first")
         centres = 0.5 * (self.edges[1:] + self.edges[:-1])
         free_energy = -kbt * np.log(np.maximum(self.counts, 1) / self.frames)
-        return FreeEnergySurface(centres, centres.copy(), free_energy - free_energy.min())
+        return FreeEnergySurface(centres, centres.copy(), free_energy - free_energy.min(),
+                                 f"histogram of {self.frames} samples ({self.empty_bins} empty bins at one count)")

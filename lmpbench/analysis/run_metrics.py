@@ -35,6 +35,7 @@ from lmpbench.analysis import atom_types
 from lmpbench.analysis.geometry import BondStability, StructuralStability, bond_lengths, bonds
 from lmpbench.analysis.msd import A2_PER_PS_TO_1E9_M2_S, MSD
 from lmpbench.analysis.rdf import NORMALIZATIONS, RDF, DistanceHistogram, mae
+from lmpbench.analysis.mdsim import is_mdsim_folder
 from lmpbench.analysis.trajectory import TrajectoryReader, open_trajectory
 from lmpbench.manifest import ManifestError, read_run_manifest
 
@@ -58,6 +59,8 @@ METRIC_SETS = {
     # H-O first: its pair counts (all atoms) then serve O-O and H-H as well
     "water": PeriodicSettings((("H", "O"), ("O", "O"), ("H", "H")), 1.0, 3.0, "O", 100.0, 100.0),
     "lips": PeriodicSettings(((None, None),), 1.0, 1.0, "Li", 40.0, 35.0, skip_ps=5.0),
+    # LiPS's settings for its offline stand-in, with copper as the diffusing species
+    "cuzr_liquid": PeriodicSettings(((None, None),), 1.0, 1.0, "Cu", 40.0, 35.0, skip_ps=5.0),
 }
 RDF_R_MAX, RDF_BINS, H_R_MAX, H_BINS = 6.0, 500, 10.0, 500
 MIN_CURVE_PS = 1.0  # an RDF or h(r) over less stable time than one RDF window is not computed
@@ -89,13 +92,19 @@ class Subject:
     folder: Path | None = None  # a run folder: its metad.pmf, thermo.dat, run.json
     manifest: dict = field(default_factory=dict)  # a run folder's run.json
     finished: bool | None = None  # whether the trajectory is complete (None: judge from the file)
+    wrapped: bool | None = None  # ASE files: positions wrapped into the cell (None: decided from the data)
+    fes_convention: str = "free_energy"  # plumed.FES_CONVENTIONS: the one surfaces are read and compared in
+    fes_reference: Path | None = None  # a reference free-energy file (PLUMED fes.dat / HILLS / COLVAR, COLVARS .pmf)
+    bias_factor: float | None = None  # well-tempered metadynamics' gamma (a COLVARS surface's negative bias needs it)
+    imported_metrics: dict = field(default_factory=dict)  # metrics taken from the run's own files (MDsim)
 
     @property
     def elements(self) -> list[str]:
         return list(self.types.elements)
 
     def frames(self, start: int = 0, stop: int | None = None, step: int = 1):
-        return open_trajectory(self.trajectory, self.elements, start, stop, step, finished=self.finished)
+        return open_trajectory(self.trajectory, self.elements, start, stop, step, finished=self.finished,
+                               wrapped=self.wrapped)
 
     @classmethod
     def of_run(cls, run_dir: Path) -> "Subject":
@@ -103,7 +112,8 @@ class Subject:
         protocol = manifest["protocol"]
         return cls(run_dir / "traj.dump", atom_types.from_elements(manifest["type_elements"], source="run.json"),
                    protocol["dump_every"] * protocol["timestep_fs"] / 1000.0, run_dir, manifest["system"],
-                   protocol["ensemble"], run_dir, manifest, finished=manifest["status"] != "running")
+                   protocol["ensemble"], run_dir, manifest, finished=manifest["status"] != "running",
+                   bias_factor=protocol.get("metad_bias_factor"))
 
 
 def _type_of(types: atom_types.TypeMap, element: str | None) -> int | None:
@@ -123,6 +133,7 @@ class Reference:
     path: Path
     elements: list[str]  # the run's type order, applied to the reference's element symbols
     every: int = 1
+    wrapped: bool | None = None  # ASE files: as Subject.wrapped
 
     @property
     def is_run(self) -> bool:
@@ -130,25 +141,30 @@ class Reference:
 
     @property
     def file(self) -> Path:
-        return self.path / "traj.dump" if self.is_run else self.path
+        if not self.is_run:
+            return self.path
+        return self.path / ("atoms.traj" if is_mdsim_folder(self.path) else "traj.dump")
 
     def frames(self):
-        return open_trajectory(self.file, self.elements, step=self.every)
+        return open_trajectory(self.file, self.elements, step=self.every, wrapped=self.wrapped)
 
     def record(self) -> dict:
         digest = hashlib.sha256()
         with open(self.file, "rb") as f:
             while chunk := f.read(1 << 24):
                 digest.update(chunk)
-        return {"path": str(self.path.resolve()), "kind": "run" if self.is_run else "data file",
+        kind = ("MDsim run" if is_mdsim_folder(self.path) else "run") if self.is_run else "data file"
+        return {"path": str(self.path.resolve()), "kind": kind,
                 "file_sha256": digest.hexdigest(), "every": self.every}
 
 
 def _reference(reference, subject: Subject, every: int) -> Reference | None:
     if reference is None:
         return None
-    ref = Reference(Path(reference), subject.elements, every)
-    if ref.is_run:
+    ref = Reference(Path(reference), subject.elements, every, subject.wrapped)
+    if ref.is_run and is_mdsim_folder(ref.path):
+        pass  # an MDsim folder records no system or type order: its element symbols are mapped to the run's
+    elif ref.is_run:
         ref_manifest = _manifest(ref.path)
         name = subject.system["name"] if subject.system else None
         if name is not None and ref_manifest["system"]["name"] != name:
@@ -238,12 +254,25 @@ class CustomMetrics:
 
 def analyze(run_dir: str | Path, reference: str | Path | None = None, reference_every: int = 1,
             test_data: str | Path | None = None, test_frames: int | None = None,
-            rdf_normalization: str = "paper", out: str | Path | None = None) -> dict:
+            rdf_normalization: str = "paper", out: str | Path | None = None, *,
+            reference_fes: str | Path | None = None, fes_convention: str = "free_energy",
+            system: str | None = None, wrapped: bool | None = None) -> dict:
     """Metrics of ``run_dir`` (and errors against ``reference``); writes metrics.json and
     curves.npz there, or to ``out`` (e.g. while the run is still going: a run holds its folder).
-    ``rdf_normalization``: "paper" (N_A N_B / V, the default) or the labelled variant "n_n_minus_1"."""
+    ``rdf_normalization``: "paper" (N_A N_B / V, the default) or the labelled variant "n_n_minus_1".
+    ``reference_fes``: a reference free-energy file (PLUMED fes.dat, HILLS or COLVAR, COLVARS
+    .pmf), compared in ``fes_convention`` (``plumed.FES_CONVENTIONS``).
+
+    An MDsim run folder (atoms.traj + thermo.log, no run.json) is imported (``analyze_mdsim``);
+    ``system`` and ``wrapped`` are for those (a lmpbench run folder records its system)."""
     _check_normalization(rdf_normalization)
+    _check_convention(fes_convention)
+    if is_mdsim_folder(run_dir):
+        return analyze_mdsim(run_dir, reference, reference_every, rdf_normalization, out, reference_fes=reference_fes,
+                             fes_convention=fes_convention, system=system, wrapped=wrapped)
     subject = Subject.of_run(Path(run_dir))
+    subject.fes_convention, subject.wrapped = fes_convention, wrapped
+    subject.fes_reference = Path(reference_fes) if reference_fes is not None else None
     if out is not None:
         subject.out = Path(out)
         _check_out(subject.out, subject.folder)
@@ -256,9 +285,11 @@ def analyze_trajectory(path: str | Path, *, elements=None, data_file: str | Path
                        timestep_fs: float | None = None, every: int | None = None, system: str | None = None,
                        custom: CustomMetrics | None = None, reference: str | Path | None = None,
                        reference_every: int = 1, out: str | Path | None = None, rdf_normalization: str = "paper",
-                       finished: bool | None = None) -> dict:
+                       finished: bool | None = None, wrapped: bool | None = None,
+                       reference_fes: str | Path | None = None, fes_convention: str = "free_energy") -> dict:
     """Metrics of a trajectory file (LAMMPS dump, extxyz, ...): a benchmark ``system``'s metric set
     or ``custom`` ones; writes metrics.json and curves.npz to ``out`` (default: beside the file).
+    ``wrapped``: ASE files' periodic positions were wrapped (None: decided from the data).
 
     Elements of the atom types: ``elements`` (type order), else ``data_file``'s Masses, else the
     dump's element column; masses from the data file, else the elements' standard masses. Time
@@ -267,6 +298,7 @@ def analyze_trajectory(path: str | Path, *, elements=None, data_file: str | Path
     from lmpbench import systems
 
     _check_normalization(rdf_normalization)
+    _check_convention(fes_convention)
     path = Path(path)
     if (system is None) == (custom is None):
         raise AnalysisError("give a benchmark system (--system) or the metrics to compute (--rdf, --msd), not "
@@ -276,8 +308,8 @@ def analyze_trajectory(path: str | Path, *, elements=None, data_file: str | Path
     except systems.SystemError as err:
         raise AnalysisError(str(err)) from None
     protocol = systems.get_protocol(system_def.protocol) if system_def else None
-    reader = open_trajectory(path, elements, stop=2, finished=finished)
-    first_two = list(reader)
+    reader = open_trajectory(path, elements, stop=2, finished=finished, wrapped=wrapped)
+    first_two = _first_frames(reader)
     if not first_two:
         raise AnalysisError(f"{path}: no frame to analyse")
     types = _type_map(path, first_two[0], elements, data_file)
@@ -292,10 +324,98 @@ def analyze_trajectory(path: str | Path, *, elements=None, data_file: str | Path
     out = Path(out) if out is not None else path.parent
     _check_out(out, path)
     subject = Subject(path, types, frame_dt_ps, out, asdict(system_def) if system_def else None,
-                      protocol.ensemble if protocol else None, finished=finished)
+                      protocol.ensemble if protocol else None, finished=finished, wrapped=wrapped,
+                      fes_convention=fes_convention, fes_reference=Path(reference_fes) if reference_fes else None,
+                      bias_factor=protocol.metad_bias_factor if protocol else None)
     result = {"trajectory": str(path.resolve()), "system": system, "types": types.record(),
               "timestep_fs": timestep_fs, "dump_every_steps": every}
+    if getattr(reader, "positions_kind", None):
+        result["positions"] = {"kind": reader.positions_kind, "reason": reader.positions_reason}
     return _analyze(subject, result, reference, reference_every, None, None, rdf_normalization, custom)
+
+
+def analyze_mdsim(folder: str | Path, reference: str | Path | None = None, reference_every: int = 1,
+                  rdf_normalization: str = "paper", out: str | Path | None = None, *,
+                  reference_fes: str | Path | None = None, fes_convention: str = "free_energy",
+                  system: str | None = None, wrapped: bool | None = None) -> dict:
+    """Metrics of an MDsim run folder (``lmpbench.analysis.mdsim``), the same metrics.json as a
+    lmpbench run's, marked imported: frames from atoms.traj, the time between them from
+    thermo.log, the system from ``system`` or the composition, the force/energy errors imported
+    from test_metric.json, the free energy from its HILLS or fes.dat."""
+    from lmpbench import systems
+    from lmpbench.analysis import fes_files, mdsim
+
+    folder = Path(folder)
+    try:
+        thermo = mdsim.read_thermo_log(folder / "thermo.log")
+        time_column = next((k for k in thermo if k.startswith("Time")), None)
+        frame_dt_ps = mdsim.frame_interval_ps(thermo[time_column], str(folder / "thermo.log"))
+    except mdsim.MDsimError as err:
+        raise AnalysisError(str(err)) from None
+    reader = open_trajectory(folder / "atoms.traj", wrapped=wrapped, stop=1)
+    first = _first_frames(reader)
+    if not first:
+        raise AnalysisError(f"{folder / 'atoms.traj'}: no frame to analyse")
+    symbols = list(first[0].extra["symbols"])
+    name = system or mdsim.system_of(symbols)
+    if name is None:
+        raise AnalysisError(f"{folder}: which benchmark system is this ({len(symbols)} atoms of "
+                            f"{' '.join(sorted(set(symbols)))})? Give --system")
+    try:
+        system_def = systems.get_system(name)
+    except systems.SystemError as err:
+        raise AnalysisError(str(err)) from None
+    if not set(symbols) <= set(system_def.elements):
+        raise AnalysisError(f"{folder} has elements {' '.join(sorted(set(symbols)))}; system {name} has "
+                            f"{' '.join(system_def.elements)}")
+    protocol = systems.get_protocol(system_def.protocol)
+    out_dir = Path(out) if out is not None else folder
+    _check_out(out_dir, folder)
+    types = atom_types.from_elements(list(system_def.elements), source=f"system {name}")
+    config = mdsim.folder_config(folder)
+    try:
+        forces = mdsim.imported_test_errors(folder / "test_metric.json", len(symbols))
+    except mdsim.MDsimError as err:
+        raise AnalysisError(str(err)) from None
+    collapse = None
+    if forces.get("early_stop"):
+        collapse = {"step": len(thermo[time_column]) - 1, "reason": "MDsim stopped the run: temperature out of "
+                    "range (0.1 K to 100,000 K); steps of an imported run count saved frames"}
+    fes_file = fes_files.run_surface_file(folder)
+    subject = Subject(folder / "atoms.traj", types, frame_dt_ps, out_dir, asdict(system_def), protocol.ensemble,
+                      folder, finished=True, wrapped=wrapped, fes_convention=fes_convention,
+                      fes_reference=Path(reference_fes) if reference_fes else None,
+                      bias_factor=protocol.metad_bias_factor, imported_metrics={"forces": forces})
+    model = mdsim.model_name(folder, config)
+    result = {"run": str(folder.resolve()), "system": name, "imported": True, "model": model,
+              "status": "collapsed" if collapse else "finished", "run_collapse": collapse,
+              "source": {"kind": "mdsim", "folder": str(folder.resolve()), "model": model,
+                         "files": sorted(p.name for p in folder.iterdir() if p.is_file()),
+                         "frames": "atoms.traj (ASE trajectory)",
+                         "time_axis": f"thermo.log {time_column}: {frame_dt_ps:g} ps between frames, "
+                                      f"{len(thermo[time_column])} rows",
+                         "free_energy": fes_file.name if fes_file else None,
+                         "config": {k: config[k] for k in ("identifier", "seed", "save_freq", "steps", "integrator",
+                                                           "integrator_config", "plumed", "init_idx") if k in config}},
+              "types": types.record(),
+              "positions": {"kind": reader.positions_kind, "reason": reader.positions_reason}}
+    return _analyze(subject, result, reference, reference_every, None, None, rdf_normalization)
+
+
+def _first_frames(reader) -> list:
+    try:
+        return list(reader)
+    except ValueError as err:  # TrajectoryError is a ValueError
+        raise AnalysisError(str(err)) from None
+
+
+def _check_convention(convention: str) -> None:
+    from lmpbench.analysis import plumed
+
+    try:
+        plumed.check_convention(convention)
+    except plumed.PlumedError as err:
+        raise AnalysisError(str(err)) from None
 
 
 def _check_normalization(normalization: str) -> None:
@@ -356,8 +476,14 @@ def _analyze(subject: Subject, result: dict, reference, reference_every, test_da
 
 def _compute(subject: Subject, result: dict, reference, reference_every, test_data, test_frames,
              normalization: str, custom: CustomMetrics | None = None) -> dict:
+    from lmpbench.analysis.fes_files import is_fes_file
+
     result.update(frame_interval_ps=subject.frame_dt_ps, metrics={})
     curves = {}
+    if reference is not None and subject.fes_reference is None and is_fes_file(reference):
+        subject.fes_reference, reference = Path(reference), None  # a free-energy file is a reference for the FES only
+    if subject.fes_reference is not None:
+        result["reference_fes"] = {"path": str(subject.fes_reference.resolve())}
     ref = _reference(reference, subject, reference_every)
     if ref is not None:
         result["reference"] = ref.record()
@@ -374,8 +500,12 @@ def _compute(subject: Subject, result: dict, reference, reference_every, test_da
         _energy_drift(subject, result)
     if system and system.get("dihedrals") and {"phi", "psi"} <= set(system["dihedrals"]):
         _free_energy(subject, ref, result, curves)
+    elif subject.fes_reference is not None:
+        raise AnalysisError(f"a free-energy reference ({subject.fes_reference}) is for alanine dipeptide's phi/psi "
+                            f"surface; system {system['name'] if system else 'custom'} has none")
     if test_data is not None:
         result["metrics"]["forces"] = _test_errors(subject.manifest, test_data, test_frames)
+    result["metrics"].update(subject.imported_metrics)
     _write(subject.out, result, curves)
     return result
 
@@ -602,9 +732,15 @@ def _molecule(subject, ref, result, curves):
 
 def _free_energy(subject, ref, result, curves):
     """Ramachandran histogram of the run; FES from its metadynamics output when it has one
-    (a biased run's histogram is not its FES), else from the histogram."""
-    from lmpbench.analysis.fes import FreeEnergySurface, Ramachandran
+    (a biased run's histogram is not its FES: COLVARS metad.pmf, PLUMED HILLS or fes.dat),
+    else from the histogram. The reference's FES: the free-energy file given, else the
+    reference run's metadynamics output, else the histogram of the reference frames. Surfaces
+    are read in ``subject.fes_convention`` and only compared within it; a surface read from
+    hills is summed on the other surface's grid (PLUMED's grid when both are hills)."""
+    from lmpbench.analysis import fes_files, plumed
+    from lmpbench.analysis.fes import Ramachandran
 
+    metrics, convention = result["metrics"], subject.fes_convention
     dihedrals = subject.system["dihedrals"]
     quads = [tuple(i - 1 for i in dihedrals[name]) for name in ("phi", "psi")]
 
@@ -614,41 +750,67 @@ def _free_energy(subject, ref, result, curves):
             rama.accumulate(frame)
         return rama
 
-    def from_histogram(rama, what: str) -> tuple[FreeEnergySurface, str]:
+    def reader(what, file=None, rama=None, bias_factor=None):
+        """A surface source: read(grid) -> surface, and whether it sets its own grid."""
+        if file is not None:
+            fixed = not fes_files.is_hills(file)
+            return (lambda grid: fes_files.surface_from_file(file, convention, bias_factor, grid)), fixed
         if rama.frames == 0:
             raise AnalysisError(f"{what}: no frames for a free-energy surface")
-        return rama.surface(), f"histogram of {rama.frames} frames ({rama.empty_bins} empty bins at one count)"
-
-    def from_bias(folder: Path) -> tuple[FreeEnergySurface, str]:
-        return FreeEnergySurface.from_colvars_pmf(folder / "metad.pmf"), "metadynamics bias (COLVARS)"
+        if convention != "free_energy":
+            raise fes_files.FESFileError(f"{what}: a histogram estimates the free energy, not the {convention} "
+                                         "convention")
+        return (lambda grid: rama.surface()), True
 
     is_metad = subject.ensemble == "langevin_metad"
     own_rama = histogram(subject.frames())
     curves["ramachandran_counts"] = own_rama.counts
-    bias_folder = subject.folder or subject.trajectory.parent
-    if is_metad and not (bias_folder / "metad.pmf").is_file():
-        result["metrics"]["fes"] = {"value": None, "reason": "no metad.pmf (COLVARS writes it at the end of a run)"}
+    own_file = fes_files.run_surface_file(subject.folder or subject.trajectory.parent) if is_metad else None
+    if is_metad and own_file is None:
+        metrics["fes"] = {"value": None, "reason": "no metadynamics output (COLVARS metad.pmf, written at the end of "
+                                                   f"a run; PLUMED HILLS or fes.dat): looked for {', '.join(fes_files.RUN_FES_FILES)}"}
         return
-    fes, source = from_bias(bias_folder) if is_metad else from_histogram(own_rama, str(subject.trajectory))
+    try:
+        own_read, own_fixed = reader(str(subject.trajectory), own_file, own_rama, subject.bias_factor)
+        ref_read = None
+        if subject.fes_reference is not None:
+            ref_read, ref_fixed = reader("reference", subject.fes_reference, bias_factor=subject.bias_factor)
+        elif ref is not None:
+            ref_file = fes_files.run_surface_file(ref.path) if ref.is_run else None
+            ref_read, ref_fixed = reader(f"reference {ref.path}", ref_file,
+                                         histogram(ref.frames()) if ref_file is None else None, subject.bias_factor)
+        if ref_read is not None and ref_fixed and not own_fixed:  # hills summed where the reference has its values
+            ref_fes = ref_read(None)
+            fes = own_read((ref_fes.phi_deg, ref_fes.psi_deg))
+        else:
+            fes = own_read(None)
+            ref_fes = ref_read((fes.phi_deg, fes.psi_deg)) if ref_read is not None else None
+    except fes_files.FESFileError as err:
+        raise AnalysisError(str(err)) from None
     curves.update(phi_deg=fes.phi_deg, psi_deg=fes.psi_deg, fes_kJ_mol=fes.free_energy_kJ_mol,
                   pmf_phi=fes.pmf("phi"), pmf_psi=fes.pmf("psi"))
-    result["metrics"]["fes"] = {"value": None, "source": source, "reason": "a surface: see curves.npz"}
-    if ref is not None:
-        if ref.is_run and (ref.path / "metad.pmf").is_file():
-            ref_fes, ref_source = from_bias(ref.path)
-        else:
-            ref_fes, ref_source = from_histogram(histogram(ref.frames()), f"reference {ref.path}")
-        curves.update(fes_ref_kJ_mol=ref_fes.free_energy_kJ_mol, pmf_ref_phi=ref_fes.pmf("phi"), pmf_ref_psi=ref_fes.pmf("psi"))
-        broken_at = _first_unstable_step(result)
-        if broken_at is not None:  # the bias (or histogram) covers the broken part too: not the model's FES
-            reason = (f"not computable: the run became unstable at step {broken_at}, and its free-energy surface "
-                      "includes what came after")
-            result["metrics"]["pmf_mae"] = {axis: {"value": None, "reason": reason} for axis in ("phi", "psi")}
-            return
-        result["metrics"]["pmf_mae"] = {
-            axis: {"value": mae(fes.pmf(axis), ref_fes.pmf(axis), 6.28), "unit": "kJ/mol rad", "reference_source": ref_source,
-                   "definition": "mae(PMF, PMF_ref, 6.28), PMF from the 60 x 60 FES with kBT = 2.49 kJ/mol"}
-            for axis in ("phi", "psi")}
+    metrics["fes"] = {"value": None, "source": fes.source, "convention": convention,
+                      "convention_formula": plumed.FES_CONVENTIONS[convention].formula,
+                      "paper_convention": plumed.FES_CONVENTIONS[convention].paper,
+                      "reason": "a surface: see curves.npz"}
+    if ref_fes is None:
+        return
+    broken_at = _first_unstable_step(result)
+    if broken_at is not None:  # the bias (or histogram) covers the broken part too: not the model's FES
+        reason = (f"not computable: the run became unstable at step {broken_at}, and its free-energy surface "
+                  "includes what came after")
+        metrics["pmf_mae"] = {axis: {"value": None, "reason": reason} for axis in ("phi", "psi")}
+        curves.update(pmf_ref_phi=ref_fes.pmf("phi"), pmf_ref_psi=ref_fes.pmf("psi"))
+        return
+    try:
+        errors, ref_on_grid = fes_files.pmf_errors(fes, ref_fes)
+    except fes_files.FESFileError as err:
+        raise AnalysisError(str(err)) from None
+    for record in errors.values():
+        record["reference_source"] = ref_fes.source
+    metrics["pmf_mae"] = errors
+    curves.update(fes_ref_kJ_mol=ref_on_grid.free_energy_kJ_mol, pmf_ref_phi=ref_on_grid.pmf("phi"),
+                  pmf_ref_psi=ref_on_grid.pmf("psi"))
 
 
 def _first_unstable_step(result: dict) -> int | None:

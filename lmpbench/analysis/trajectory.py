@@ -403,44 +403,108 @@ class TrajectoryReader:
 class ASETrajectoryReader:
     """Frames of any file ASE reads (extxyz, ASE .traj, ...), streamed with ``ase.io.iread``.
 
-    Positions are as stored (extxyz datasets are usually wrapped); types are 1-based indices
-    into ``elements`` (default: the elements in order of first appearance); labels in the
-    file (energy, forces) land in ``Frame.extra`` as ``energy`` and ``forces``, the chemical
-    symbols as ``symbols``.
+    Types are 1-based indices into ``elements`` (default: the elements in order of first
+    appearance); labels in the file (energy, forces) land in ``Frame.extra`` as ``energy`` and
+    ``forces``, the chemical symbols as ``symbols``.
+
+    Periodic positions: such files carry no image flags. ``wrapped`` says whether the positions
+    were wrapped into the cell; None decides from the data (``unwrap.WrapEvidence``: positions
+    outside the cell mean unwrapped, e.g. ASE MD output; jumps of more than half a cell between
+    consecutive frames mean wrapped, e.g. most extxyz datasets), in one extra pass over the
+    file. Wrapped positions are unwrapped from consecutive frames (``unwrap.Unwrapper``; frames
+    too far apart in time are refused), so every periodic frame comes out unwrapped.
+    ``positions_kind`` and ``positions_reason`` say what was decided and why.
     """
 
-    def __init__(self, path: str | Path, elements: list[str] | None = None, index: str = ":"):
-        self.path, self.elements, self.index = Path(path), elements, index
+    def __init__(self, path: str | Path, elements: list[str] | None = None, index: str = ":",
+                 wrapped: bool | None = None):
+        self.path, self.elements, self.index, self.wrapped = Path(path), elements, index, wrapped
         if not self.path.is_file():
             raise TrajectoryError(f"trajectory {self.path} does not exist")
         self.truncated = None
+        self.positions_kind: str | None = None  # "unwrapped", "wrapped" (then unwrapped here), ...
+        self.positions_reason: str | None = None
 
-    def __iter__(self) -> Iterator[Frame]:
+    def _slice(self) -> slice:
+        parts = (self.index.split(":") + ["", ""])[:3]
+        start, stop, step = (int(p) if p.strip() else None for p in parts)
+        return slice(start or 0, stop, step or 1)
+
+    def _atoms(self, index: str):
         from ase.io import iread
 
-        elements = list(self.elements or [])
         try:
-            for k, atoms in enumerate(iread(self.path, index=self.index)):
-                for symbol in atoms.get_chemical_symbols():
-                    if symbol not in elements:
-                        if self.elements is not None:
-                            raise TrajectoryError(f"{self.path}: frame {k} has element {symbol}, not in {elements}")
-                        elements.append(symbol)
-                extra = {"symbols": atoms.get_chemical_symbols()}
-                if atoms.calc is not None:
-                    results = atoms.calc.results
-                    if "energy" in results:
-                        extra["energy"] = float(results["energy"])
-                    if "forces" in results:
-                        extra["forces"] = np.asarray(results["forces"])
-                types = np.array([elements.index(s) + 1 for s in atoms.get_chemical_symbols()])
-                yield Frame(k, atoms.cell.array.copy(), np.zeros(3), np.arange(1, len(atoms) + 1), types,
-                            atoms.positions.copy(), False, tuple(bool(p) for p in atoms.pbc), extra)
+            yield from iread(self.path, index=index)
         except TrajectoryError:
             raise
         except Exception as err:  # ASE raises many kinds for files it cannot parse
-            raise TrajectoryError(f"{self.path}: cannot read as an ASE trajectory: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+            raise TrajectoryError(f"{self.path}: cannot read as an ASE trajectory: {_first_line(err)}") from None
+
+    def _decide_wrapped(self, first) -> bool | None:
+        """Whether to unwrap: the user's word, else the data's (cached per file version)."""
+        from lmpbench.analysis import unwrap
+
+        if not unwrap.is_periodic_cell(first.cell.array, first.pbc):
+            self.positions_kind, self.positions_reason = "not periodic", "no periodic axis with a full cell"
+            return False
+        if self.wrapped is not None:
+            self.positions_kind = "wrapped" if self.wrapped else "unwrapped"
+            self.positions_reason = "as told (--wrapped / --unwrapped)"
+            return self.wrapped
+        stat = self.path.stat()
+        key = (str(self.path.resolve()), stat.st_size, stat.st_mtime_ns)
+        if key not in _WRAP_VERDICTS:
+            evidence = unwrap.WrapEvidence()
+            for atoms in self._atoms(":"):
+                evidence.accumulate(atoms.positions, atoms.cell.array, atoms.pbc)
+            try:
+                _WRAP_VERDICTS[key] = (evidence.verdict, evidence.reason)
+            except unwrap.UnwrapError as err:
+                raise TrajectoryError(f"{self.path}: {err}") from None
+        self.positions_kind, self.positions_reason = _WRAP_VERDICTS[key]
+        return self.positions_kind == "wrapped"
+
+    def __iter__(self) -> Iterator[Frame]:
+        from lmpbench.analysis import unwrap
+
+        wanted = self._slice()
+        elements = list(self.elements or [])
+        to_unwrap, unwrapper = None, None
+        # unwrapping needs every frame from the first wanted one; the others are read as asked
+        for k, atoms in enumerate(self._atoms(f"{wanted.start}:{'' if wanted.stop is None else wanted.stop}")):
+            if to_unwrap is None:
+                to_unwrap = self._decide_wrapped(atoms)
+                unwrapper = unwrap.Unwrapper(str(self.path)) if to_unwrap else None
+            positions = atoms.positions.copy()
+            if unwrapper is not None:
+                try:
+                    positions = unwrapper.unwrap(positions, atoms.cell.array, atoms.pbc)
+                except unwrap.UnwrapError as err:
+                    raise TrajectoryError(str(err)) from None
+            if k % wanted.step:
+                continue
+            index = wanted.start + k
+            for symbol in atoms.get_chemical_symbols():
+                if symbol not in elements:
+                    if self.elements is not None:
+                        raise TrajectoryError(f"{self.path}: frame {index} has element {symbol}, not in {elements}")
+                    elements.append(symbol)
+            extra = {"symbols": atoms.get_chemical_symbols()}
+            if atoms.calc is not None:
+                results = atoms.calc.results
+                if "energy" in results:
+                    extra["energy"] = float(results["energy"])
+                if "forces" in results:
+                    extra["forces"] = np.asarray(results["forces"])
+            types = np.array([elements.index(s) + 1 for s in atoms.get_chemical_symbols()])
+            periodic = tuple(bool(p) for p in atoms.pbc)
+            yield Frame(index, atoms.cell.array.copy(), np.zeros(3), np.arange(1, len(atoms) + 1), types,
+                        positions, self.positions_kind in ("unwrapped", "wrapped", "no boundary crossing"),
+                        periodic, extra)
         self.elements = elements
+
+
+_WRAP_VERDICTS: dict = {}  # (file, size, mtime) -> (verdict, reason): one classification pass per file version
 
 
 KCAL_MOL_TO_EV = 1.0 / 23.06052  # the benchmark's conversion of the MD17 and MDsim labels
@@ -528,17 +592,18 @@ class ArrayDatasetReader:
 
 
 def open_trajectory(path: str | Path, elements: list[str] | None = None, start: int = 0, stop: int | None = None,
-                    step: int = 1, finished: bool | None = None):
+                    step: int = 1, finished: bool | None = None, wrapped: bool | None = None):
     """The reader for ``path``: LAMMPS dumps (text, gzip, binary), the paper's .npz/.npy
     datasets, anything else through ASE (extxyz, .traj, ...). ``elements`` maps element
     symbols to type numbers for the readers that see symbols; ``finished`` is for dumps
-    (``TrajectoryReader``)."""
+    (``TrajectoryReader``); ``wrapped`` for ASE files (None: decided from the data)."""
     path = Path(path)
     if path.suffix in (".npz", ".npy"):
         return ArrayDatasetReader(path, elements, start, stop, step)
     if path.suffix in (".xyz", ".extxyz", ".traj") or (path.is_file() and path.suffix not in (".dump", ".bin", ".gz", ".lammpstrj")
                                                        and not _is_gzip(path) and not _is_dump_text(path)):
-        return ASETrajectoryReader(path, elements, index=f"{start}:{'' if stop is None else stop}:{step}")
+        return ASETrajectoryReader(path, elements, index=f"{start}:{'' if stop is None else stop}:{step}",
+                                   wrapped=wrapped)
     return TrajectoryReader(path, start, stop, step, finished=finished)
 
 
