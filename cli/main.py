@@ -289,13 +289,24 @@ def _parse_seeds(text: str) -> list[int]:
 @click.option("--r-max", type=click.FloatRange(min=0, min_open=True), default=6.0, show_default=True,
               help="Trajectory files: RDF range (Å) of --rdf.")
 @click.option("--bins", type=click.IntRange(min=1), default=500, show_default=True, help="RDF bins of --rdf.")
+@click.option("--reference-fes", type=click.Path(exists=True, dir_okay=False),
+              help="Alanine dipeptide: a reference free-energy file (PLUMED fes.dat, HILLS or COLVAR; COLVARS .pmf).")
+@click.option("--fes-convention", type=click.Choice(["free_energy", "negative_bias"]), default="free_energy",
+              show_default=True,
+              help="Free-energy surfaces as the well-tempered estimate -(g/(g-1)) V (paper parity: PLUMED sum_hills, "
+                   "COLVARS .pmf) or the negative bias -V (sum_hills --negbias); only one convention is compared.")
+@click.option("--wrapped/--unwrapped", "wrapped", default=None,
+              help="ASE files (.traj, extxyz): the positions were wrapped into the cell (they are unwrapped from "
+                   "consecutive frames) or not. Default: decided from the data.")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Folder for metrics.json and curves.npz (default: the run folder, or beside the file).")
 @click.option("--plot", is_flag=True, help="Also write PNG plots of the curves.")
 def analyze(path, reference, reference_every, test_data, test_frames, rdf_normalization, elements, data_file,
-            timestep_fs, every, system_name, rdf_pairs, msd_species, lag_ps, r_max, bins, out, plot):
-    """Compute the benchmark's metrics of PATH, a run folder (`lmpbench run`) or a trajectory
-    file (LAMMPS dump, extxyz, ASE .traj); writes metrics.json and curves.npz.
+            timestep_fs, every, system_name, rdf_pairs, msd_species, lag_ps, r_max, bins, reference_fes, fes_convention,
+            wrapped, out, plot):
+    """Compute the benchmark's metrics of PATH, a run folder (`lmpbench run`, or an MDsim run
+    folder: atoms.traj, thermo.log, test_metric.json, HILLS) or a trajectory file (LAMMPS
+    dump, extxyz, ASE .traj); writes metrics.json and curves.npz.
 
     \b
     A trajectory file needs the element of each atom type (--elements O,H, --data FILE or an
@@ -307,14 +318,21 @@ def analyze(path, reference, reference_every, test_data, test_frames, rdf_normal
 
     trajectory_options = {"--elements": elements, "--data": data_file, "--timestep-fs": timestep_fs, "--every": every,
                           "--system": system_name, "--rdf": rdf_pairs, "--msd": msd_species, "--lag-ps": lag_ps}
+    fes_options = {"reference_fes": reference_fes, "fes_convention": fes_convention, "wrapped": wrapped}
     try:
         if Path(path).is_dir():
-            given = [name for name, value in trajectory_options.items() if value]
+            from lmpbench.analysis.mdsim import is_mdsim_folder
+
+            mdsim_folder = is_mdsim_folder(path)  # records no system: --system may name it
+            given = [name for name, value in trajectory_options.items() if value and not (mdsim_folder and name == "--system")]
             if given:
                 raise click.UsageError(f"{path} is a run folder: it records what {', '.join(given)} would say; "
                                        "these options are for trajectory files")
+            if test_data and mdsim_folder:
+                raise click.UsageError("--test-data evaluates a lmpbench run's deployed model; an MDsim folder's errors "
+                                       "are imported from its test_metric.json")
             result = run_metrics.analyze(path, reference, reference_every, test_data, test_frames, rdf_normalization,
-                                         out=out)
+                                         out=out, system=system_name, **fes_options)
             out_dir = Path(out) if out else Path(path)
         else:
             if test_data:
@@ -326,7 +344,7 @@ def analyze(path, reference, reference_every, test_data, test_frames, rdf_normal
             result = run_metrics.analyze_trajectory(
                 path, elements=_words(elements) or None, data_file=data_file, timestep_fs=timestep_fs, every=every,
                 system=system_name, custom=custom, reference=reference, reference_every=reference_every, out=out,
-                rdf_normalization=rdf_normalization)
+                rdf_normalization=rdf_normalization, **fes_options)
             out_dir = Path(out) if out else Path(path).parent
     except (run_metrics.AnalysisError, TrajectoryError, ValueError, RuntimeError) as err:
         raise click.ClickException(str(err)) from None
@@ -489,8 +507,8 @@ def data_fetch(name, from_file, sha256, force):
         raise click.BadParameter(f"unknown dataset {name!r}; one of {', '.join(DATASET_SOURCES)}", param_hint="NAME")
 
     def progress(done, total):
-        click.echo(f"\r{name}: {done / 1e6:.1f}" + (f" of {total / 1e6:.1f}" if total else "") + " MB", nl=False,
-                   err=True)
+        click.echo(f"\r{name}: {done / 1e6:.1f}" + (f" of {total / 1e6:.1f}" if total else "") + " MB",
+                   nl=total is not None and done >= total, err=True)
 
     try:
         result = fetch_dataset(name, from_file=from_file, sha256=sha256, force=force, progress=progress)
@@ -505,9 +523,10 @@ def data_fetch(name, from_file, sha256, force):
     check = f"verified against the {source['sha256_checked_against']} one" if source["sha256_verified"] else "recorded"
     sizes = ", ".join(f"{size} {parts['train']['frames']}/{parts['val']['frames']}"
                       for size, parts in dataset.manifest["split"]["sizes"].items())
+    manifest = dataset.manifest
     click.echo(f"{name}: {source['file']} ({source['bytes']} bytes, {result.obtained}), sha256 {source['sha256']} ({check})")
-    click.echo(f"wrote {dataset.folder}: {dataset.manifest['frames']} frames, test {dataset.manifest['split']['test']['frames']}, "
-               f"train/val {sizes}; reference trajectory {dataset.manifest['reference_trajectory']}")
+    click.echo(f"wrote {dataset.folder}: {manifest['frames']} frames, test {manifest['split']['test']['frames']}, "
+               f"train/val {sizes}; reference trajectory {manifest['reference_trajectory']}")
 
 
 @data.command("list")

@@ -32,6 +32,7 @@ from typing import Iterator
 import numpy as np
 
 from lmpbench.analysis import text_numbers
+from lmpbench.datasets.arrays import KCAL_MOL_TO_EV  # noqa: F401  (re-exported: analyze and tests use it)
 
 
 class TrajectoryError(ValueError):
@@ -507,22 +508,13 @@ class ASETrajectoryReader:
 _WRAP_VERDICTS: dict = {}  # (file, size, mtime) -> (verdict, reason): one classification pass per file version
 
 
-KCAL_MOL_TO_EV = 1.0 / 23.06052  # the benchmark's conversion of the MD17 and MDsim labels
-
-
 class ArrayDatasetReader:
-    """Frames of the paper's array datasets, positions in Å, labels converted to eV and eV/Å.
-
-    - MD17 ``<molecule>_dft.npz``: keys R [F, N, 3], z [N], E [F] (kcal/mol), F [F, N, 3]
-      (kcal/mol/Å); molecules in vacuum (no cell).
-    - MDsim ``water.npy`` / ``alanine_dipeptide.npy``: a pickled dict (numpy's ``np.save`` of a
-      dict; read with ``allow_pickle``, so only open files from a source you trust) with
-      unwrapped_coords or pos [F, N, 3], atom_types or atomic_number [N] (numbers or symbols),
-      lengths and angles ([3] or [F, 3], a periodic cell), energy [F], forces or force
-      [F, N, 3], kcal/mol units.
-    Types are 1-based indices into ``elements`` (default: elements in order of appearance).
-    ``start, stop, step`` select frames; the arrays are opened once and frames built on demand
-    (an .npz member is read whole, as numpy stores it; .npy datasets are pickled, read whole).
+    """Frames of the paper's array datasets (MD17 ``.npz``, MDsim ``.npy``; parsed by
+    ``lmpbench.datasets.arrays``), positions in Å (unwrapped when the data has them), labels
+    converted to eV and eV/Å. Types are 1-based indices into ``elements`` (default: elements in
+    order of appearance). ``start, stop, step`` select frames; the arrays are opened once and
+    frames built on demand (an .npz member is read whole, as numpy stores it; .npy datasets are
+    pickled, read whole).
     """
 
     def __init__(self, path: str | Path, elements: list[str] | None = None, start: int = 0, stop: int | None = None,
@@ -533,62 +525,28 @@ class ArrayDatasetReader:
         self.start, self.stop, self.step = start, stop, step
         self.truncated = None
 
-    def _arrays(self) -> dict:
-        try:
-            if self.path.suffix == ".npz":
-                with np.load(self.path) as data:
-                    return {"positions": data["R"], "numbers": data["z"], "unwrapped": True,
-                            "energy": data["E"] if "E" in data else None, "forces": data["F"] if "F" in data else None}
-            data = np.load(self.path, allow_pickle=True)
-            data = data.item() if data.dtype == object and data.shape == () else None
-        except (OSError, ValueError, KeyError, EOFError) as err:
-            raise TrajectoryError(f"{self.path}: not an MD17 .npz or MDsim .npy dataset: {_first_line(err)}") from None
-        if not isinstance(data, dict):
-            raise TrajectoryError(f"{self.path}: not an MDsim dataset (expected a dict saved with np.save)")
-
-        def first(*keys):
-            return next((data[k] for k in keys if k in data), None)
-
-        arrays = {"positions": first("unwrapped_coords", "pos", "wrapped_coords"),
-                  "numbers": first("atom_types", "atomic_number", "z"), "energy": first("energy"),
-                  "forces": first("forces", "force"), "lengths": first("lengths"), "angles": first("angles"),
-                  "unwrapped": "unwrapped_coords" in data or "pos" in data}
-        missing = [k for k in ("positions", "numbers") if arrays[k] is None]
-        if missing:
-            raise TrajectoryError(f"{self.path}: dataset has no {' or '.join(missing)} (keys: {', '.join(sorted(data))})")
-        return arrays
-
     def __iter__(self) -> Iterator[Frame]:
-        from ase.data import chemical_symbols
-        from ase.geometry import cellpar_to_cell
+        from lmpbench.datasets.arrays import read_array_dataset
+        from lmpbench.datasets.store import DatasetError
 
-        arrays = self._arrays()
-        positions = np.asarray(arrays["positions"], dtype=float)
-        if positions.ndim != 3 or positions.shape[2] != 3:
-            raise TrajectoryError(f"{self.path}: positions have shape {positions.shape}, expected [frames, atoms, 3]")
-        numbers = np.asarray(arrays["numbers"]).reshape(-1)
-        if len(numbers) != positions.shape[1]:
-            raise TrajectoryError(f"{self.path}: {len(numbers)} atom types for {positions.shape[1]} atoms")
-        symbols = [str(s) if not np.issubdtype(type(s), np.integer) else chemical_symbols[int(s)] for s in numbers.tolist()]
+        try:
+            data = read_array_dataset(self.path)
+        except DatasetError as err:
+            raise TrajectoryError(str(err)) from None
+        symbols = data.symbols
         elements = self.elements or list(dict.fromkeys(symbols))
         unknown = sorted(set(symbols) - set(elements))
         if unknown:
             raise TrajectoryError(f"{self.path}: has element(s) {', '.join(unknown)}, not in {elements}")
         types = np.array([elements.index(s) + 1 for s in symbols])
-        periodic = arrays.get("lengths") is not None
-        if periodic:
-            lengths = np.broadcast_to(np.asarray(arrays["lengths"], float).reshape(-1, 3), (len(positions), 3))
-            angles = np.broadcast_to(np.asarray(arrays["angles"], float).reshape(-1, 3), (len(positions), 3))
-        energy, forces = arrays["energy"], arrays["forces"]
-        for k in range(len(positions))[self.start:self.stop:self.step]:
+        for k in range(len(data))[self.start:self.stop:self.step]:
             extra = {"symbols": symbols}
-            if energy is not None:
-                extra["energy"] = float(np.asarray(energy[k]).reshape(-1)[0]) * KCAL_MOL_TO_EV
-            if forces is not None:
-                extra["forces"] = np.asarray(forces[k], dtype=float) * KCAL_MOL_TO_EV
-            cell = cellpar_to_cell(np.concatenate([lengths[k], angles[k]])) if periodic else np.zeros((3, 3))
-            yield Frame(k, cell, np.zeros(3), np.arange(1, len(types) + 1), types, positions[k].copy(),
-                        arrays["unwrapped"], (periodic,) * 3, extra)
+            if data.energy is not None:
+                extra["energy"] = data.energy_eV(k)
+            if data.forces is not None:
+                extra["forces"] = data.forces_eV_A(k)
+            yield Frame(k, data.cell(k), np.zeros(3), np.arange(1, len(types) + 1), types, data.positions[k].copy(),
+                        data.unwrapped, (data.periodic,) * 3, extra)
 
 
 def open_trajectory(path: str | Path, elements: list[str] | None = None, start: int = 0, stop: int | None = None,

@@ -16,7 +16,10 @@ the comment line as ``energy=``; absent when the source has forces only) and for
 Splits are random with a fixed seed (the paper's 123): one permutation of all frames,
 ``numpy.random.RandomState(seed).permutation(n)``; the test split is its first ``test``
 frames, and every split size takes its training frames, then its validation frames, from the
-start of the rest, so a smaller training set is a subset of a larger one.
+start of the rest, so a smaller training set is a subset of a larger one. The paper's
+downloaded datasets (``lmpbench data fetch``) are split as the reference code split them
+(``mdsim_splits``, the same seed, test and train+val sets; see ``SPLIT_METHODS``); the
+manifest records which.
 
 The manifest records what the data is and where it came from (a download with its URL, size
 and sha256, or a reference engine with its version, parameters, seed and wall time), the
@@ -27,6 +30,7 @@ dataset can be checked after it is copied (``verify_files``).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shlex
@@ -69,23 +73,59 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def random_splits(n_frames: int, test: int, sizes: dict[str, tuple[int, int]],
-                  seed: int = SPLIT_SEED) -> dict:
-    """Indices of the test split and of each size's (train, val) split (see the module doc).
-
-    ``sizes`` maps a size name to (train frames, validation frames). Refused, naming the
-    size, when the frames do not suffice."""
+def _check_split_sizes(n_frames: int, test: int, sizes: dict[str, tuple[int, int]]) -> None:
     for name, (train, val) in sizes.items():
         if test + train + val > n_frames:
             raise DatasetError(f"split {name!r} needs {test} test + {train} train + {val} validation frames, "
                                f"the data has {n_frames}")
         if train < 1 or val < 1 or test < 1:
             raise DatasetError(f"split {name!r}: every split needs at least one frame")
+
+
+def random_splits(n_frames: int, test: int, sizes: dict[str, tuple[int, int]],
+                  seed: int = SPLIT_SEED) -> dict:
+    """Indices of the test split and of each size's (train, val) split (see the module doc).
+
+    ``sizes`` maps a size name to (train frames, validation frames). Refused, naming the
+    size, when the frames do not suffice."""
+    _check_split_sizes(n_frames, test, sizes)
     order = np.random.RandomState(seed).permutation(n_frames)
     rest = order[test:]
     return {"test": order[:test],
             "sizes": {name: {"train": rest[:train], "val": rest[train:train + val]}
                       for name, (train, val) in sizes.items()}}
+
+
+def mdsim_splits(n_frames: int, test: int, sizes: dict[str, tuple[int, int]],
+                 seed: int = SPLIT_SEED) -> dict:
+    """The reference code's splits (MDsim ``preprocessing/*.py``), index for index.
+
+    MDsim draws them with scikit-learn's ``train_test_split(..., random_state=seed)``, which
+    permutes with ``RandomState(seed).permutation(n)`` and takes the *second* part's frames
+    first: the test split is the first ``test`` of one permutation of all frames and the pool
+    the rest, in that order; each size takes the first ``train + val`` frames of the pool and
+    splits them with a fresh ``RandomState(seed).permutation(train + val)``, validation first.
+    A size's train+val set is therefore the same as ``random_splits``' (and a smaller one a
+    subset of a larger one), but its division into train and val differs."""
+    _check_split_sizes(n_frames, test, sizes)
+    order = np.random.RandomState(seed).permutation(n_frames)
+    pool = order[test:]
+    split_sizes = {}
+    for name, (train, val) in sizes.items():
+        chosen = pool[:train + val]
+        shuffled = np.random.RandomState(seed).permutation(train + val)
+        split_sizes[name] = {"train": chosen[shuffled[val:]], "val": chosen[shuffled[:val]]}
+    return {"test": order[:test], "sizes": split_sizes}
+
+
+# how a dataset is split: the function and the words the manifest records
+SPLIT_METHODS = {
+    "nested": (random_splits, "numpy RandomState(seed).permutation; test first, then train and val from the rest "
+                              "(smaller sizes are subsets of larger ones)"),
+    "mdsim": (mdsim_splits, "the reference code's (MDsim): sklearn train_test_split(random_state=seed) twice: test = "
+                            "first frames of RandomState(seed).permutation(n), each size's train+val = the next "
+                            "train+val frames, split by RandomState(seed).permutation(train+val), validation first"),
+}
 
 
 def write_frames(path: str | Path, frames) -> Path:
@@ -94,8 +134,12 @@ def write_frames(path: str | Path, frames) -> Path:
 
     path = Path(path)
     tmp = path.with_name(f".{path.name}.partial")
+    frames = iter(frames)
     try:
-        ase.io.write(tmp, list(frames), format="extxyz")
+        with open(tmp, "w") as f:
+            # in chunks, so a 100,000-frame split is never held as Atoms all at once
+            while chunk := list(itertools.islice(frames, 1000)):
+                ase.io.write(f, chunk, format="extxyz")
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -125,22 +169,25 @@ def command_line() -> str:
 def write_dataset(folder: str | Path, frames: list, *, name: str, system: str | None, source: dict,
                   test: int, sizes: dict[str, tuple[int, int]], seed: int = SPLIT_SEED,
                   reference_trajectory: str | None = None, notes: dict | None = None,
-                  command: str | None = None) -> dict:
+                  command: str | None = None, split_method: str = "nested") -> dict:
     """Write ``frames`` (labelled ASE Atoms, eV and Å) as a dataset folder and return its manifest.
 
     ``source`` says where the data came from (``{"kind": "download", "url", "sha256", ...}`` or
     ``{"kind": "engine", "engine", "version", "parameters", "seed", "wall_s"}``).
-    ``reference_trajectory`` names a file already written into ``folder``. The manifest is
-    written last, so a folder without one is an unfinished dataset."""
+    ``reference_trajectory`` names a file already written into ``folder``. ``split_method``
+    names the procedure in ``SPLIT_METHODS``. The manifest is written last, so a folder
+    without one is an unfinished dataset."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MANIFEST).unlink(missing_ok=True)  # unfinished until the new manifest is written
     if not frames:
         raise DatasetError(f"dataset {name}: no frames")
-    splits = random_splits(len(frames), test, sizes, seed)
+    if split_method not in SPLIT_METHODS:
+        raise DatasetError(f"unknown split method {split_method!r} (known: {', '.join(SPLIT_METHODS)})")
+    split, method = SPLIT_METHODS[split_method]
+    splits = split(len(frames), test, sizes, seed)
     write_frames(folder / "test.extxyz", (frames[i] for i in splits["test"]))
-    split_record = {"seed": seed, "method": "numpy RandomState(seed).permutation; test first, then train and val "
-                    "from the rest (smaller sizes are subsets of larger ones)",
+    split_record = {"seed": seed, "procedure": split_method, "method": method,
                     "test": {"file": "test.extxyz", "frames": int(len(splits["test"]))}, "sizes": {}}
     for size, parts in splits["sizes"].items():
         record = {}
