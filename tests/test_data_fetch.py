@@ -271,11 +271,12 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
     payload = b""
     requests: list = []
     cut_first = True
+    honour_range = True
 
     def do_GET(self):  # noqa: N802  (http.server's name)
         range_header = self.headers.get("Range")
         type(self).requests.append(range_header)
-        start = int(range_header.split("=")[1].rstrip("-")) if range_header else 0
+        start = int(range_header.split("=")[1].rstrip("-")) if range_header and self.honour_range else 0
         body = self.payload[start:]
         self.send_response(206 if start else 200)
         if start:
@@ -314,6 +315,11 @@ def test_download_resumes_with_range(tmp_path, data_root, http_server):
     with pytest.raises(DatasetError, match="stopped at .* bytes; run the same command again to resume"):
         fetch_dataset("water", source=source)
     assert partial.read_bytes() == payload[:len(payload) // 3]
+    from lmpbench.cli.main import cli
+
+    listing = CliRunner().invoke(cli, ["data", "list"]).output
+    (line,) = [x for x in listing.splitlines() if x.startswith("water ")]
+    assert "incomplete" in line
 
     result = fetch_dataset("water", source=source)
     assert RangeHandler.requests == [None, f"bytes={len(payload) // 3}-"]
@@ -326,6 +332,40 @@ def test_download_resumes_with_range(tmp_path, data_root, http_server):
     # fetched again: present, nothing downloaded
     assert fetch_dataset("water", source=source).status == "present"
     assert len(RangeHandler.requests) == 2
+
+
+def test_download_restarts_when_the_server_ignores_range(tmp_path, data_root, http_server, monkeypatch):
+    from lmpbench.datasets.fetch import fetch_dataset
+    from lmpbench.datasets.store import DatasetError
+
+    write_water(tmp_path / "water.npy")
+    payload = (tmp_path / "water.npy").read_bytes()
+    RangeHandler.payload, RangeHandler.requests, RangeHandler.cut_first = payload, [], True
+    monkeypatch.setattr(RangeHandler, "honour_range", False)
+    source = tiny("water", url=f"http://127.0.0.1:{http_server.server_address[1]}/water.npy", test_frames=8,
+                  sizes={"1k": (9, 1)})
+    with pytest.raises(DatasetError, match="stopped at"):
+        fetch_dataset("water", source=source)
+    result = fetch_dataset("water", source=source)
+    assert RangeHandler.requests == [None, f"bytes={len(payload) // 3}-"]
+    assert (data_root / "water" / "water.npy").read_bytes() == payload  # the whole file again, not appended
+    assert result.dataset.manifest["source"]["obtained"] == "download"
+
+
+def test_never_writes_over_a_dataset_made_otherwise(tmp_path, data_root):
+    from ase import Atoms
+
+    from lmpbench.datasets.fetch import fetch_dataset
+    from lmpbench.datasets.store import DatasetError, labelled, write_dataset
+
+    frames = [labelled(Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.7 + 0.01 * k]]), -1.0, np.zeros((2, 3)))
+              for k in range(10)]
+    write_dataset(data_root / "water", frames, name="water", system="water", test=2, sizes={"s": (6, 2)},
+                  source={"kind": "engine", "engine": "test"})
+    write_water(tmp_path / "water.npy")
+    with pytest.raises(DatasetError, match="not downloaded .*move it away"):
+        fetch_dataset("water", from_file=tmp_path / "water.npy", source=tiny("water", test_frames=8, sizes={"1k": (9, 1)}))
+    assert (data_root / "water" / "dataset.json").is_file()
 
 
 def test_download_checksum_mismatch_deletes_partial(tmp_path, data_root, http_server):
@@ -368,12 +408,11 @@ def test_cli_fetch_list_and_errors(tmp_path, data_root, monkeypatch):
     result = runner.invoke(cli, ["data", "fetch", "water", "--from-file", str(tmp_path / "water.npy")])
     assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
     assert "split '1k' needs 10000 test + 950 train + 50 validation frames, the data has 40" in result.output
-    assert not (data_root / "water" / "dataset.json").exists()
-    assert not (data_root / "water" / "reference.extxyz").exists()
+    assert not (data_root / "water").exists()  # refused before anything was written
 
     result = runner.invoke(cli, ["data", "list"])
     assert result.exit_code == 0
-    assert "water" in result.output and "incomplete" in result.output
+    assert "no datasets present" in result.output and "not fetched: md17_ethanol" in result.output
 
     tiny("water", monkeypatch, test_frames=8, sizes={"1k": (9, 1), "10k": (18, 2)})
     result = runner.invoke(cli, ["data", "fetch", "water", "--from-file", str(tmp_path / "water.npy")])

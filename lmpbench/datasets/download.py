@@ -7,6 +7,7 @@ mismatch deletes it (continuing a wrong file would only make a longer wrong file
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import shutil
@@ -70,7 +71,6 @@ def download(url: str, destination: str | Path, *, expected_sha256: str | None =
     ``ChecksumError`` on a sha256 mismatch (the partial file is deleted)."""
     destination = Path(destination)
     partial = partial_path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
     start = partial.stat().st_size if partial.is_file() else 0
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT,
                                                    **({"Range": f"bytes={start}-"} if start else {})})
@@ -86,6 +86,7 @@ def download(url: str, destination: str | Path, *, expected_sha256: str | None =
         reason = getattr(err, "reason", None) or err
         raise UnreachableError(url, str(reason).strip() or type(err).__name__) from None
 
+    destination.parent.mkdir(parents=True, exist_ok=True)  # only once there is something to write
     with response:
         if start and response.status == 206:
             offset = _range_start(response.headers.get("Content-Range"))
@@ -105,7 +106,7 @@ def download(url: str, destination: str | Path, *, expected_sha256: str | None =
                     if progress and time.monotonic() - last_report > 1.0:
                         progress(done, total)
                         last_report = time.monotonic()
-        except (OSError, socket.timeout) as err:  # a cut connection (or a full disk): keep what came
+        except (OSError, http.client.HTTPException) as err:  # a cut connection (or a full disk): keep what came
             raise DownloadError(f"download of {url} stopped at {done} bytes ({err}); run the same command again "
                                 "to resume") from None
     if total is not None and done != total:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from lmpbench.datasets import download as dl
+from lmpbench.datasets.loaders import LOADERS
 from lmpbench.datasets.sources import DATASET_SOURCES, DatasetSource, get_source
 from lmpbench.datasets.store import (MANIFEST, SPLIT_METHODS, Dataset, DatasetError, list_datasets, read_dataset,
                                      user_root, write_dataset, write_frames)
@@ -35,12 +36,16 @@ class FetchResult:
 
 
 def recorded_sha256(folder: Path) -> str | None:
-    """The source checksum the last complete fetch into ``folder`` recorded, if any."""
+    """The source checksum the last complete fetch into ``folder`` recorded, if any; refused
+    when ``folder`` holds a dataset that no download made (never written over)."""
     try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-        return manifest["source"]["sha256"]
+        source = json.loads((folder / MANIFEST).read_text())["source"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    if not isinstance(source, dict) or source.get("kind") != "download":
+        raise DatasetError(f"{folder} holds a dataset that was not downloaded (source kind "
+                           f"{source.get('kind') if isinstance(source, dict) else source!r}); move it away to fetch here")
+    return source.get("sha256")
 
 
 def fetch_dataset(name: str, *, from_file: str | Path | None = None, sha256: str | None = None,
@@ -50,7 +55,6 @@ def fetch_dataset(name: str, *, from_file: str | Path | None = None, sha256: str
     for tests and mirrors) into ``store.user_root() / name``.
 
     A complete dataset is left as it is unless ``force`` or ``from_file`` is given."""
-    from lmpbench.datasets.loaders import LOADERS
     from lmpbench.systems import SYSTEMS
 
     source = source or get_source(name)
@@ -67,7 +71,6 @@ def fetch_dataset(name: str, *, from_file: str | Path | None = None, sha256: str
                                      (None, None))
     what = f"{checked_against} sha256" if checked_against else "expected sha256"
 
-    folder.mkdir(parents=True, exist_ok=True)
     raw = folder / source.file_name
     periodic = SYSTEMS[source.system].category == "periodic"
     if from_file is not None:
@@ -76,6 +79,7 @@ def fetch_dataset(name: str, *, from_file: str | Path | None = None, sha256: str
         checked = dl.verify_sha256(from_file, expected, what)
         loaded = LOADERS[source.format](from_file, periodic, source.split_frames)
         _check_splits(source, loaded)
+        folder.mkdir(parents=True, exist_ok=True)
         (folder / MANIFEST).unlink(missing_ok=True)  # unfinished from here until write_dataset's manifest
         fetched = dl.copy_verified(from_file, raw, expected_sha256=checked, checksum_what=f"sha256 of {from_file}")
         obtained = "--from-file"
