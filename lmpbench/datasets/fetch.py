@@ -23,6 +23,7 @@ from lmpbench.datasets.loaders import LOADERS
 from lmpbench.datasets.sources import DATASET_SOURCES, DatasetSource, get_source
 from lmpbench.datasets.store import (MANIFEST, SPLIT_METHODS, Dataset, DatasetError, list_datasets, read_dataset,
                                      user_root, write_dataset, write_frames)
+from lmpbench.systems import SYSTEMS
 
 REFERENCE_FILE = "reference.extxyz"
 SPLIT_METHOD = "mdsim"  # paper parity: the reference code's own splits
@@ -55,8 +56,6 @@ def fetch_dataset(name: str, *, from_file: str | Path | None = None, sha256: str
     for tests and mirrors) into ``store.user_root() / name``.
 
     A complete dataset is left as it is unless ``force`` or ``from_file`` is given."""
-    from lmpbench.systems import SYSTEMS
-
     source = source or get_source(name)
     if sha256 is not None and not _is_sha256(sha256):
         raise DatasetError(f"--sha256 {sha256!r} is not a sha256 (64 hex digits)")
