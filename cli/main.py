@@ -511,7 +511,8 @@ def data_fetch(name, from_file, sha256, force):
                    nl=total is not None and done >= total, err=True)
 
     try:
-        result = fetch_dataset(name, from_file=from_file, sha256=sha256, force=force, progress=progress)
+        result = fetch_dataset(name, from_file=from_file, sha256=sha256, force=force, progress=progress,
+                               echo=lambda line: click.echo(line, err=True))
     except DatasetError as err:
         raise click.ClickException(str(err)) from None
     except OSError as err:

@@ -51,9 +51,11 @@ def recorded_sha256(folder: Path) -> str | None:
 
 def fetch_dataset(name: str, *, from_file: str | Path | None = None, sha256: str | None = None,
                   force: bool = False, source: DatasetSource | None = None,
-                  progress: Callable[[int, int | None], None] | None = None, timeout_s: float = 60.0) -> FetchResult:
+                  progress: Callable[[int, int | None], None] | None = None, echo: Callable[[str], None] | None = None,
+                  timeout_s: float = 60.0) -> FetchResult:
     """Fetch dataset ``name`` (``sources.DATASET_SOURCES``; ``source`` replaces the entry,
-    for tests and mirrors) into ``store.user_root() / name``.
+    for tests and mirrors) into ``store.user_root() / name``. ``progress(bytes, total)``
+    follows the download, ``echo`` gets a line per conversion step (water's take minutes).
 
     A complete dataset is left as it is unless ``force`` or ``from_file`` is given."""
     source = source or get_source(name)
@@ -102,7 +104,9 @@ def fetch_dataset(name: str, *, from_file: str | Path | None = None, sha256: str
         (folder / MANIFEST).unlink(missing_ok=True)  # unfinished from here until write_dataset's manifest
     frames = loaded.frames
     test = source.test_count(len(frames))
+    echo = echo or (lambda line: None)
     if loaded.reference_frames is not None:
+        echo(f"writing the reference trajectory {folder / REFERENCE_FILE}")
         write_frames(folder / REFERENCE_FILE, loaded.reference_frames)
         reference = REFERENCE_FILE
     else:
@@ -117,6 +121,7 @@ def fetch_dataset(name: str, *, from_file: str | Path | None = None, sha256: str
         notes["split_frames"] = f"the splits draw from the first {len(frames)} frames (the reference code's n_points)"
     if source.frame_spacing_fs is not None:
         notes["frame_spacing_fs"] = source.frame_spacing_fs
+    echo(f"writing the splits of {len(frames)} frames and their checksums")
     write_dataset(folder, frames, name=source.name, system=source.system, source=record, test=test,
                   sizes=source.sizes, reference_trajectory=reference, notes=notes, split_method=SPLIT_METHOD)
     return FetchResult(read_dataset(folder), "fetched", obtained)
