@@ -69,7 +69,8 @@ MIN_CURVE_PS = 1.0  # an RDF or h(r) over less stable time than one RDF window i
 def _manifest(run_dir: Path) -> dict:
     path = run_dir / "run.json"
     if not path.is_file():
-        raise AnalysisError(f"{run_dir} is not a run folder (no run.json)")
+        raise AnalysisError(f"{run_dir} is not a run folder (no run.json; an MDsim run folder has atoms.traj and "
+                            "thermo.log)")
     try:
         manifest = read_run_manifest(path)
     except ManifestError as err:
