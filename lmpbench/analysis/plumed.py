@@ -264,8 +264,8 @@ def read_grid(path: str | Path, convention: str = PAPER_CONVENTION, energy_to_kJ
     values = table.column(value).reshape(ny, nx)  # second variable slowest
     if not (np.allclose(x.reshape(ny, nx), x[:nx][None, :]) and np.allclose(y.reshape(ny, nx), y[::nx][:, None])):
         raise PlumedError(f"{table.path}: rows are not ordered as a PLUMED grid (first variable fastest)")
-    axes = {table.fields[0]: (x[:nx], 1), table.fields[1]: (y[::nx], 0)}
-    phi_rad, psi_rad = axes[phi][0], axes[psi][0]
+    axes = {table.fields[0]: x[:nx], table.fields[1]: y[::nx]}
+    phi_rad, psi_rad = axes[phi], axes[psi]
     surface = values.T if phi == table.fields[0] else values  # -> [phi, psi]
     if not np.isfinite(surface).all():
         raise PlumedError(f"{table.path}: the grid holds non-finite values")

@@ -470,25 +470,27 @@ class ASETrajectoryReader:
 
         wanted = self._slice()
         elements = list(self.elements or [])
-        to_unwrap, unwrapper = None, None
-        # unwrapping needs every frame from the first wanted one; the others are read as asked
-        for k, atoms in enumerate(self._atoms(f"{wanted.start}:{'' if wanted.stop is None else wanted.stop}")):
-            if to_unwrap is None:
-                to_unwrap = self._decide_wrapped(atoms)
-                unwrapper = unwrap.Unwrapper(str(self.path)) if to_unwrap else None
+        first = next(iter(self._atoms(f"{wanted.start}:{wanted.start + 1}")), None)
+        if first is None:
+            return
+        unwrapper = unwrap.Unwrapper(str(self.path)) if self._decide_wrapped(first) else None
+        # unwrapping needs every frame from the first wanted one; otherwise only the wanted ones are read
+        stop = "" if wanted.stop is None else wanted.stop
+        index, stride = (f"{wanted.start}:{stop}", wanted.step) if unwrapper else (f"{wanted.start}:{stop}:{wanted.step}", 1)
+        for k, atoms in enumerate(self._atoms(index)):
             positions = atoms.positions.copy()
             if unwrapper is not None:
                 try:
                     positions = unwrapper.unwrap(positions, atoms.cell.array, atoms.pbc)
                 except unwrap.UnwrapError as err:
                     raise TrajectoryError(str(err)) from None
-            if k % wanted.step:
+            if k % stride:
                 continue
-            index = wanted.start + k
+            number = wanted.start + (k if unwrapper else k * wanted.step)
             for symbol in atoms.get_chemical_symbols():
                 if symbol not in elements:
                     if self.elements is not None:
-                        raise TrajectoryError(f"{self.path}: frame {index} has element {symbol}, not in {elements}")
+                        raise TrajectoryError(f"{self.path}: frame {number} has element {symbol}, not in {elements}")
                     elements.append(symbol)
             extra = {"symbols": atoms.get_chemical_symbols()}
             if atoms.calc is not None:
@@ -499,7 +501,7 @@ class ASETrajectoryReader:
                     extra["forces"] = np.asarray(results["forces"])
             types = np.array([elements.index(s) + 1 for s in atoms.get_chemical_symbols()])
             periodic = tuple(bool(p) for p in atoms.pbc)
-            yield Frame(index, atoms.cell.array.copy(), np.zeros(3), np.arange(1, len(atoms) + 1), types,
+            yield Frame(number, atoms.cell.array.copy(), np.zeros(3), np.arange(1, len(atoms) + 1), types,
                         positions, self.positions_kind in ("unwrapped", "wrapped", "no boundary crossing"),
                         periodic, extra)
         self.elements = elements
