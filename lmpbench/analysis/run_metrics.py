@@ -287,7 +287,8 @@ def analyze_trajectory(path: str | Path, *, elements=None, data_file: str | Path
                        custom: CustomMetrics | None = None, reference: str | Path | None = None,
                        reference_every: int = 1, out: str | Path | None = None, rdf_normalization: str = "paper",
                        finished: bool | None = None, wrapped: bool | None = None,
-                       reference_fes: str | Path | None = None, fes_convention: str = "free_energy") -> dict:
+                       reference_fes: str | Path | None = None, fes_convention: str = "free_energy",
+                       ensemble: str | None = None) -> dict:
     """Metrics of a trajectory file (LAMMPS dump, extxyz, ...): a benchmark ``system``'s metric set
     or ``custom`` ones; writes metrics.json and curves.npz to ``out`` (default: beside the file).
     ``wrapped``: ASE files' periodic positions were wrapped (None: decided from the data).
@@ -295,7 +296,9 @@ def analyze_trajectory(path: str | Path, *, elements=None, data_file: str | Path
     Elements of the atom types: ``elements`` (type order), else ``data_file``'s Masses, else the
     dump's element column; masses from the data file, else the elements' standard masses. Time
     between frames: ``every`` steps (default: the step difference of the first two frames) of
-    ``timestep_fs`` (default: the system's protocol)."""
+    ``timestep_fs`` (default: the system's protocol). ``ensemble``: how the trajectory was made when
+    not by the system's protocol (e.g. "unbiased" for a plain-MD reference of a metadynamics
+    system: its free-energy surface then comes from its Ramachandran histogram)."""
     from lmpbench import systems
 
     _check_normalization(rdf_normalization)
@@ -324,8 +327,9 @@ def analyze_trajectory(path: str | Path, *, elements=None, data_file: str | Path
     frame_dt_ps = every * timestep_fs / 1000.0 if every and timestep_fs else None
     out = Path(out) if out is not None else path.parent
     _check_out(out, path)
+    ensemble = ensemble or (protocol.ensemble if protocol else None)
     subject = Subject(path, types, frame_dt_ps, out, asdict(system_def) if system_def else None,
-                      protocol.ensemble if protocol else None, finished=finished, wrapped=wrapped,
+                      ensemble, finished=finished, wrapped=wrapped,
                       fes_convention=fes_convention, fes_reference=Path(reference_fes) if reference_fes else None,
                       bias_factor=protocol.metad_bias_factor if protocol else None)
     result = {"trajectory": str(path.resolve()), "system": system, "types": types.record(),

@@ -3,7 +3,7 @@
 A dataset is a folder::
 
     dataset.json            manifest (format below)
-    test.extxyz             the test split
+    test.extxyz             the test split (``.extxyz.gz`` when written compressed)
     train_<size>.extxyz     training frames of each split size ("1k", "10k", ...)
     val_<size>.extxyz       validation frames of that size
     <reference trajectory>  optional: what ``lmpbench analyze --reference`` reads
@@ -29,7 +29,9 @@ dataset can be checked after it is copied (``verify_files``).
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import itertools
 import json
 import os
@@ -128,6 +130,13 @@ SPLIT_METHODS = {
 }
 
 
+def _open_text_for_writing(path: Path, gzipped: bool):
+    """A text file, gzipped with a zero timestamp when asked (the same frames give the same bytes)."""
+    if not gzipped:
+        return open(path, "w")
+    return io.TextIOWrapper(gzip.GzipFile(path, "wb", mtime=0), encoding="utf-8")
+
+
 def write_frames(path: str | Path, frames) -> Path:
     """Frames (ASE Atoms with energy and/or forces attached) as extended XYZ, replaced whole."""
     import ase.io
@@ -136,7 +145,7 @@ def write_frames(path: str | Path, frames) -> Path:
     tmp = path.with_name(f".{path.name}.partial")
     frames = iter(frames)
     try:
-        with open(tmp, "w") as f:
+        with _open_text_for_writing(tmp, gzipped=path.suffix == ".gz") as f:
             # in chunks, so a 100,000-frame split is never held as Atoms all at once
             while chunk := list(itertools.islice(frames, 1000)):
                 ase.io.write(f, chunk, format="extxyz")
@@ -169,14 +178,15 @@ def command_line() -> str:
 def write_dataset(folder: str | Path, frames: list, *, name: str, system: str | None, source: dict,
                   test: int, sizes: dict[str, tuple[int, int]], seed: int = SPLIT_SEED,
                   reference_trajectory: str | None = None, notes: dict | None = None,
-                  command: str | None = None, split_method: str = "nested") -> dict:
+                  command: str | None = None, split_method: str = "nested", compress: bool = False) -> dict:
     """Write ``frames`` (labelled ASE Atoms, eV and Å) as a dataset folder and return its manifest.
 
     ``source`` says where the data came from (``{"kind": "download", "url", "sha256", ...}`` or
     ``{"kind": "engine", "engine", "version", "parameters", "seed", "wall_s"}``).
     ``reference_trajectory`` names a file already written into ``folder``. ``split_method``
-    names the procedure in ``SPLIT_METHODS``. The manifest is written last, so a folder
-    without one is an unfinished dataset."""
+    names the procedure in ``SPLIT_METHODS``. ``compress`` writes the splits gzipped
+    (``.extxyz.gz``: ASE and nequip read them as they are). The manifest is written last, so a
+    folder without one is an unfinished dataset."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MANIFEST).unlink(missing_ok=True)  # unfinished until the new manifest is written
@@ -186,13 +196,14 @@ def write_dataset(folder: str | Path, frames: list, *, name: str, system: str | 
         raise DatasetError(f"unknown split method {split_method!r} (known: {', '.join(SPLIT_METHODS)})")
     split, method = SPLIT_METHODS[split_method]
     splits = split(len(frames), test, sizes, seed)
-    write_frames(folder / "test.extxyz", (frames[i] for i in splits["test"]))
+    suffix = ".extxyz.gz" if compress else ".extxyz"
+    write_frames(folder / f"test{suffix}", (frames[i] for i in splits["test"]))
     split_record = {"seed": seed, "procedure": split_method, "method": method,
-                    "test": {"file": "test.extxyz", "frames": int(len(splits["test"]))}, "sizes": {}}
+                    "test": {"file": f"test{suffix}", "frames": int(len(splits["test"]))}, "sizes": {}}
     for size, parts in splits["sizes"].items():
         record = {}
         for part, indices in parts.items():
-            file = f"{part}_{size}.extxyz"
+            file = f"{part}_{size}{suffix}"
             write_frames(folder / file, (frames[i] for i in indices))
             record[part] = {"file": file, "frames": int(len(indices))}
         split_record["sizes"][size] = record
