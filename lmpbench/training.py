@@ -219,15 +219,17 @@ def write_curve(rows: list[dict], csv_path: Path, png_path: Path, title: str) ->
 
 
 def errors_on_test_split(arch, checkpoint: Path, test_file: Path, device: str, has_energy: bool,
-                max_frames: int | None = None) -> dict:
+                         max_frames: int | None = None, total: int | None = None, echo=None) -> dict:
     """Force MAE (meV/Å, every component) and energy MAE (meV/atom) of ``checkpoint`` on the
-    frames of ``test_file``, through the architecture's ASE calculator."""
+    frames of ``test_file``, through the architecture's ASE calculator. ``echo`` gets a
+    progress line every 30 s (of ``total`` frames, when known)."""
     import torch
     from ase.io import iread
 
     from lmpbench.deploy import default_dtype
 
     force_abs_sum, force_components, energy_errors, frames = 0.0, 0, [], 0
+    started = last_report = time.time()
     with default_dtype(torch.float64):
         calc = arch.calculator(checkpoint, device)
         for atoms in iread(str(test_file), index=f":{max_frames}" if max_frames else ":"):
@@ -239,6 +241,9 @@ def errors_on_test_split(arch, checkpoint: Path, test_file: Path, device: str, h
             if has_energy:
                 energy_errors.append(abs(atoms.get_potential_energy() - reference_energy) / len(atoms))
             frames += 1
+            if echo is not None and time.time() - last_report > 30:
+                last_report = time.time()
+                echo(f"  tested {frames}{f' of {total}' if total else ''} frames ({frames / (last_report - started):.1f}/s)")
     if frames == 0:
         raise TrainingError(f"{test_file} holds no frames to test on")
     return {"frames": frames,
@@ -286,17 +291,9 @@ def train(system: System, data: str | Path, size: str, out: str | Path, arch: st
         seed=1 if seed is None else seed,
         max_epochs=max_epochs if max_epochs is not None or max_minutes is not None else DEFAULT_MAX_EPOCHS,
         max_minutes=max_minutes, accelerator=accelerator)
-    config = _merge(architecture.build_config(request), user_config)
     # options given on the command line win over the --config file
-    trainer_section = config.setdefault("trainer", {})
-    if max_epochs is not None:
-        trainer_section["max_epochs"] = max_epochs
-    if max_minutes is not None:
-        trainer_section["max_time"] = {"minutes": float(max_minutes)}
-        if max_epochs is None:
-            trainer_section["max_epochs"] = -1  # until the time is up
-    if seed is not None:
-        config["seed"] = seed
+    config = _merge(_merge(architecture.build_config(request), user_config),
+                    architecture.option_overrides(max_epochs, max_minutes, seed))
 
     out = Path(out).resolve()
     _prepare_folder(out, architecture, force)
@@ -310,10 +307,13 @@ def train(system: System, data: str | Path, size: str, out: str | Path, arch: st
     returncode = _run_trainer(cmd, out, log, architecture, run_dir, echo)
     train_wall_s = time.time() - train_started
     checkpoint = architecture.find_checkpoint(run_dir)
-    if returncode != 0 or checkpoint is None:
+    if returncode != 0:
         why = _last_error_line(log)
-        raise TrainerFailedError(f"{architecture.train_script} failed (exit {returncode}{', no checkpoint' if checkpoint is None else ''})"
-                            f"{': ' + why if why else ''}; see {log}")
+        raise TrainerFailedError(f"{architecture.train_script} failed (exit {returncode}){': ' + why if why else ''}; "
+                                 f"see {log}")
+    if checkpoint is None:
+        raise TrainerFailedError(f"{architecture.train_script} finished without a checkpoint (did no epoch finish "
+                                 f"within --max-minutes?); see {log}")
 
     model = out / ("model" + architecture.checkpoint_suffixes[0])
     shutil.copyfile(checkpoint, model)
@@ -330,15 +330,18 @@ def train(system: System, data: str | Path, size: str, out: str | Path, arch: st
     curve = architecture.read_curve(run_dir)
     write_curve(curve, out / CURVE_CSV, out / CURVE_PNG,
                 f"{architecture.name} on {dataset.name} ({size}), system {system.name}")
-    echo(f"evaluating {model.name} on the test split ({dataset.test_file.name}) with {architecture.name}'s ASE calculator")
-    errors = errors_on_test_split(architecture, model, dataset.test_file, torch_device, has_energy, test_frames)
+    n_test = dataset.manifest["split"]["test"]["frames"]
+    echo(f"testing {model.name} on {min(n_test, test_frames or n_test)} of the {n_test} test frames "
+         f"({dataset.test_file.name}) with {architecture.name}'s ASE calculator")
+    errors = errors_on_test_split(architecture, model, dataset.test_file, torch_device, has_energy, test_frames,
+                                  total=min(n_test, test_frames or n_test), echo=echo)
 
     import torch
 
     record = {
         "arch": architecture.name,
         "system": system.name,
-        "cutoff_A": config.get("cutoff_radius", system.cutoff_A),
+        "system_cutoff_A": system.cutoff_A,  # the model's own is in config.yaml (a --config may change it)
         "type_names": list(system.elements),
         "dataset": {"name": dataset.name, "folder": str(dataset.folder.resolve()),
                     "manifest_sha256": sha256_of(dataset.folder / "dataset.json"),
@@ -347,11 +350,12 @@ def train(system: System, data: str | Path, size: str, out: str | Path, arch: st
         "size": size,
         "train_frames": dataset.manifest["split"]["sizes"][size]["train"]["frames"],
         "val_frames": dataset.manifest["split"]["sizes"][size]["val"]["frames"],
-        "seed": config.get("seed"),
+        "seed": config.get("seed", request.seed),
         "hyperparameters": hyperparameters,
         "config_file": str(Path(config_file).resolve()) if config_file else None,
-        "max_epochs": trainer_section.get("max_epochs"),
-        "max_minutes": max_minutes,
+        # as given (None: not given); the limits in force are in config.yaml
+        "options": {"max_epochs": max_epochs, "max_minutes": max_minutes, "seed": seed, "device": device,
+                    "test_frames": test_frames, "package": package},
         "epochs_done": len(curve),
         "checkpoint": {"file": model.name, "from": str(checkpoint.relative_to(out)),
                        "epoch": architecture.checkpoint_epoch(checkpoint), "note": architecture.checkpoint_note},

@@ -64,6 +64,9 @@ class Architecture:
     build_config: Callable[[TrainingRequest], dict] = field(repr=False)  # -> the trainer's config
     # (config folder, config name, run folder) -> arguments of train_script
     train_arguments: Callable[[Path, str, Path], list[str]] = field(repr=False)
+    # (max_epochs, max_minutes, seed), each None when not given -> the part of the config they set,
+    # merged last so that command-line options win over a user's config file
+    option_overrides: Callable[[int | None, float | None, int | None], dict] = field(repr=False)
     # run folder -> the checkpoint to keep (None if training wrote none)
     find_checkpoint: Callable[[Path], Path | None] = field(repr=False)
     # run folder -> per-epoch rows {"epoch", "train_loss", "val_forces_mae_meV_A", "val_energy_mae_meV_atom"}

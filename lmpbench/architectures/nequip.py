@@ -80,6 +80,12 @@ def _loss_and_metrics(has_energy: bool) -> tuple[dict, dict]:
     return loss, metrics
 
 
+def max_time(minutes: float) -> str:
+    """lightning's "DD:HH:MM:SS" (a dict would reach it as an omegaconf DictConfig, which it refuses)."""
+    seconds = max(1, round(minutes * 60))
+    return f"{seconds // 86400:02d}:{seconds // 3600 % 24:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
 def build_config(request: TrainingRequest) -> dict:
     """The nequip-train config (a hydra config, as a dict) for ``request``."""
     hp = request.hyperparameters
@@ -91,7 +97,7 @@ def build_config(request: TrainingRequest) -> dict:
         "devices": 1,
         "max_epochs": max_epochs,
         "check_val_every_n_epoch": 1,
-        "log_every_n_steps": 1,
+        "log_every_n_steps": 10,  # the CSV log is flushed at every logged step
         "enable_progress_bar": False,
         # one row per logged step and per epoch; lmpbench's training curve is read from it
         "logger": {"_target_": "lightning.pytorch.loggers.CSVLogger", "save_dir": "${hydra:runtime.output_dir}",
@@ -104,7 +110,7 @@ def build_config(request: TrainingRequest) -> dict:
         ],
     }
     if request.max_minutes is not None:
-        trainer["max_time"] = {"minutes": float(request.max_minutes)}
+        trainer["max_time"] = max_time(request.max_minutes)
     return {
         "run": ["train"],
         "seed": request.seed,
@@ -140,6 +146,20 @@ def build_config(request: TrainingRequest) -> dict:
             },
         },
     }
+
+
+def option_overrides(max_epochs: int | None, max_minutes: float | None, seed: int | None) -> dict:
+    trainer = {}
+    if max_epochs is not None:
+        trainer["max_epochs"] = max_epochs
+    if max_minutes is not None:
+        trainer["max_time"] = max_time(max_minutes)
+        if max_epochs is None:
+            trainer["max_epochs"] = -1  # until the time is up
+    overrides = {"trainer": trainer} if trainer else {}
+    if seed is not None:
+        overrides["seed"] = seed
+    return overrides
 
 
 def train_arguments(config_dir: Path, config_name: str, run_dir: Path) -> list[str]:
@@ -206,6 +226,7 @@ NEQUIP = register(Architecture(
     train_script="nequip-train",
     defaults=DEFAULTS,
     build_config=build_config,
+    option_overrides=option_overrides,
     train_arguments=train_arguments,
     find_checkpoint=find_checkpoint,
     read_curve=read_curve,
