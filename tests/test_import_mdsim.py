@@ -56,6 +56,9 @@ def test_ase_md_trajectory_is_read_as_unwrapped(ase_md):
     s = np.linalg.solve(frames[0].cell.T, original.reshape(-1, 3).T)
     assert (s < 0).any() or (s >= 1).any()  # the run did leave the cell
     np.testing.assert_array_equal(np.array([f.positions for f in frames]), original)
+    part = list(open_trajectory(folder / "md.traj", start=3, stop=50, step=5))
+    assert [f.step for f in part] == list(range(3, 50, 5))
+    np.testing.assert_array_equal(np.array([f.positions for f in part]), original[3:50:5])
 
 
 @pytest.mark.parametrize("name, tolerance", [("wrapped.traj", 1e-10), ("wrapped.extxyz", 1e-6)])
@@ -132,12 +135,14 @@ def water_walk():
     return start + np.cumsum(steps, axis=0), ["O", "H", "H"] * 64
 
 
-def _mdsim_water(folder, positions, symbols, wrap=False):
+def _mdsim_water(folder, positions, symbols, wrap=False, restart_at=None):
     folder.mkdir()
     frames = [Atoms(symbols, positions=p, cell=np.eye(3) * 12.42, pbc=True) for p in positions]
     if wrap:
         for a in frames:
             a.wrap()
+    if restart_at is not None:  # MDsim's restart writes the last frame again; thermo.log does not repeat its row
+        frames.insert(restart_at, frames[restart_at - 1].copy())
     write(folder / "atoms.traj", frames)
     _thermo_log(folder / "thermo.log", len(positions), 1.0)
     (folder / "test_metric.json").write_text(json.dumps(OCP_METRICS))
@@ -166,6 +171,12 @@ def test_mdsim_water_folder_gives_a_self_describing_metrics_json(tmp_path, water
     assert wrapped["positions"]["kind"] == "wrapped"
     assert wrapped["metrics"]["diffusivity"]["value"] == pytest.approx(result["metrics"]["diffusivity"]["value"],
                                                                        rel=1e-9)
+    # a restarted run: the frame written twice is dropped, and the time axis stays the thermo.log's
+    restarted = analyze(_mdsim_water(tmp_path / "restarted", positions, symbols, wrap=True, restart_at=60))
+    assert restarted["source"]["repeated_frames_dropped"] == 1 and restarted["source"]["frames_match_thermo_rows"]
+    assert restarted["metrics"]["diffusivity"]["value"] == pytest.approx(result["metrics"]["diffusivity"]["value"],
+                                                                         rel=1e-9)
+    assert restarted["metrics"]["stability_ps"]["value"] == pytest.approx(120.0)
 
 
 ALA_GRID = plumed.plumed_grid_points()

@@ -98,6 +98,7 @@ class Subject:
     fes_reference: Path | None = None  # a reference free-energy file (PLUMED fes.dat / HILLS / COLVAR, COLVARS .pmf)
     bias_factor: float | None = None  # well-tempered metadynamics' gamma (a COLVARS surface's negative bias needs it)
     imported_metrics: dict = field(default_factory=dict)  # metrics taken from the run's own files (MDsim)
+    drop_repeated_frames: bool = False  # ASE files: skip a frame equal to the previous one (MDsim restarts)
 
     @property
     def elements(self) -> list[str]:
@@ -105,7 +106,7 @@ class Subject:
 
     def frames(self, start: int = 0, stop: int | None = None, step: int = 1):
         return open_trajectory(self.trajectory, self.elements, start, stop, step, finished=self.finished,
-                               wrapped=self.wrapped)
+                               wrapped=self.wrapped, drop_repeats=self.drop_repeated_frames)
 
     @classmethod
     def of_run(cls, run_dir: Path) -> "Subject":
@@ -357,8 +358,9 @@ def analyze_mdsim(folder: str | Path, reference: str | Path | None = None, refer
         frame_dt_ps = mdsim.frame_interval_ps(thermo[time_column], str(folder / "thermo.log"))
     except mdsim.MDsimError as err:
         raise AnalysisError(str(err)) from None
-    reader = open_trajectory(folder / "atoms.traj", wrapped=wrapped, stop=1)
-    first = _first_frames(reader)
+    reader = open_trajectory(folder / "atoms.traj", wrapped=wrapped, drop_repeats=True)
+    frames = sum(1 for _ in _checked(reader))  # one pass: the frame count (restart repeats dropped) to set beside thermo.log
+    first = _first_frames(open_trajectory(folder / "atoms.traj", wrapped=wrapped, stop=1))
     if not first:
         raise AnalysisError(f"{folder / 'atoms.traj'}: no frame to analyse")
     symbols = list(first[0].extra["symbols"])
@@ -390,7 +392,8 @@ def analyze_mdsim(folder: str | Path, reference: str | Path | None = None, refer
     subject = Subject(folder / "atoms.traj", types, frame_dt_ps, out_dir, asdict(system_def), protocol.ensemble,
                       folder, finished=True, wrapped=wrapped, fes_convention=fes_convention,
                       fes_reference=Path(reference_fes) if reference_fes else None,
-                      bias_factor=protocol.metad_bias_factor, imported_metrics={"forces": forces})
+                      bias_factor=protocol.metad_bias_factor, imported_metrics={"forces": forces},
+                      drop_repeated_frames=True)
     model = mdsim.model_name(folder, config)
     result = {"run": str(folder.resolve()), "system": name, "imported": True, "model": model,
               "status": "collapsed" if collapse else "finished", "run_collapse": collapse,
@@ -399,6 +402,8 @@ def analyze_mdsim(folder: str | Path, reference: str | Path | None = None, refer
                          "frames": "atoms.traj (ASE trajectory)",
                          "time_axis": f"thermo.log {time_column}: {frame_dt_ps:g} ps between frames, "
                                       f"{len(thermo[time_column])} rows",
+                         "trajectory_frames": frames, "repeated_frames_dropped": reader.repeats_dropped,
+                         "frames_match_thermo_rows": frames == len(thermo[time_column]),
                          "free_energy": fes_file.name if fes_file else None,
                          "config": {k: config[k] for k in ("identifier", "seed", "save_freq", "steps", "integrator",
                                                            "integrator_config", "plumed", "init_idx") if k in config}},
@@ -408,8 +413,13 @@ def analyze_mdsim(folder: str | Path, reference: str | Path | None = None, refer
 
 
 def _first_frames(reader) -> list:
+    return list(_checked(reader))
+
+
+def _checked(reader):
+    """The reader's frames, its errors as AnalysisError."""
     try:
-        return list(reader)
+        yield from reader
     except ValueError as err:  # TrajectoryError is a ValueError
         raise AnalysisError(str(err)) from None
 

@@ -418,13 +418,18 @@ class ASETrajectoryReader:
     """
 
     def __init__(self, path: str | Path, elements: list[str] | None = None, index: str = ":",
-                 wrapped: bool | None = None):
+                 wrapped: bool | None = None, drop_repeats: bool = False):
+        """``drop_repeats``: skip a frame whose positions and cell equal the previous frame's
+        exactly (MDsim writes the last frame again when it restarts a run); frame numbers and
+        ``index`` then count the frames kept."""
         self.path, self.elements, self.index, self.wrapped = Path(path), elements, index, wrapped
+        self.drop_repeats = drop_repeats
         if not self.path.is_file():
             raise TrajectoryError(f"trajectory {self.path} does not exist")
         self.truncated = None
         self.positions_kind: str | None = None  # "unwrapped", "wrapped" (then unwrapped here), ...
         self.positions_reason: str | None = None
+        self.repeats_dropped = 0
 
     def _slice(self) -> slice:
         parts = (self.index.split(":") + ["", ""])[:3]
@@ -474,19 +479,36 @@ class ASETrajectoryReader:
         if first is None:
             return
         unwrapper = unwrap.Unwrapper(str(self.path)) if self._decide_wrapped(first) else None
-        # unwrapping needs every frame from the first wanted one; otherwise only the wanted ones are read
+        # unwrapping needs every frame from the first wanted one, dropping repeats every frame from
+        # the file's start (frames are counted after the drop); otherwise only the wanted ones are read
         stop = "" if wanted.stop is None else wanted.stop
-        index, stride = (f"{wanted.start}:{stop}", wanted.step) if unwrapper else (f"{wanted.start}:{stop}:{wanted.step}", 1)
-        for k, atoms in enumerate(self._atoms(index)):
+        if self.drop_repeats:
+            index, number, step = ":", 0, 1
+        elif unwrapper is not None:
+            index, number, step = f"{wanted.start}:{stop}", wanted.start, 1
+        else:
+            index, number, step = f"{wanted.start}:{stop}:{wanted.step}", wanted.start, wanted.step
+        number -= step
+        previous = None
+        self.repeats_dropped = 0
+        for atoms in self._atoms(index):
+            if self.drop_repeats:
+                if previous is not None and np.array_equal(atoms.positions, previous[0]) \
+                        and np.array_equal(atoms.cell.array, previous[1]):
+                    self.repeats_dropped += 1
+                    continue
+                previous = (atoms.positions.copy(), atoms.cell.array.copy())
+            number += step
+            if wanted.stop is not None and number >= wanted.stop:
+                break
             positions = atoms.positions.copy()
-            if unwrapper is not None:
+            if unwrapper is not None and number >= wanted.start:
                 try:
                     positions = unwrapper.unwrap(positions, atoms.cell.array, atoms.pbc)
                 except unwrap.UnwrapError as err:
                     raise TrajectoryError(str(err)) from None
-            if k % stride:
+            if number < wanted.start or (number - wanted.start) % wanted.step:
                 continue
-            number = wanted.start + (k if unwrapper else k * wanted.step)
             for symbol in atoms.get_chemical_symbols():
                 if symbol not in elements:
                     if self.elements is not None:
@@ -552,18 +574,20 @@ class ArrayDatasetReader:
 
 
 def open_trajectory(path: str | Path, elements: list[str] | None = None, start: int = 0, stop: int | None = None,
-                    step: int = 1, finished: bool | None = None, wrapped: bool | None = None):
+                    step: int = 1, finished: bool | None = None, wrapped: bool | None = None,
+                    drop_repeats: bool = False):
     """The reader for ``path``: LAMMPS dumps (text, gzip, binary), the paper's .npz/.npy
     datasets, anything else through ASE (extxyz, .traj, ...). ``elements`` maps element
     symbols to type numbers for the readers that see symbols; ``finished`` is for dumps
-    (``TrajectoryReader``); ``wrapped`` for ASE files (None: decided from the data)."""
+    (``TrajectoryReader``); ``wrapped`` and ``drop_repeats`` for ASE files
+    (``ASETrajectoryReader``)."""
     path = Path(path)
     if path.suffix in (".npz", ".npy"):
         return ArrayDatasetReader(path, elements, start, stop, step)
     if path.suffix in (".xyz", ".extxyz", ".traj") or (path.is_file() and path.suffix not in (".dump", ".bin", ".gz", ".lammpstrj")
                                                        and not _is_gzip(path) and not _is_dump_text(path)):
         return ASETrajectoryReader(path, elements, index=f"{start}:{'' if stop is None else stop}:{step}",
-                                   wrapped=wrapped)
+                                   wrapped=wrapped, drop_repeats=drop_repeats)
     return TrajectoryReader(path, start, stop, step, finished=finished)
 
 
