@@ -225,6 +225,9 @@ def test_mdsim_alanine_folder_pmf_error_against_a_plumed_reference(tmp_path):
         expected = np.abs(own[k] - ref[k]).mean() * 6.28
         assert result["metrics"]["pmf_mae"][axis]["value"] == pytest.approx(expected, rel=1e-6, abs=1e-8)
         assert result["metrics"]["pmf_mae"][axis]["grid"] == "same grid"
+    # a free-energy file given as --reference is a reference for the FES only
+    as_reference = analyze(folder, reference=tmp_path / "fes.dat", out=tmp_path / "as_reference")
+    assert as_reference["metrics"]["pmf_mae"] == result["metrics"]["pmf_mae"] and "reference" not in as_reference
     # the negative bias of the run's hills cannot be compared with a sum_hills free energy
     with pytest.raises(AnalysisError, match="needs the HILLS file"):
         analyze(folder, reference_fes=tmp_path / "fes.dat", fes_convention="negative_bias")
