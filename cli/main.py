@@ -387,6 +387,8 @@ def _metric_lines(metrics: dict) -> list[str]:
         text = f"{name:20s} {value if value is None else f'{value:.6g}'} {metric.get('unit', '')}"
         if value is None and "reason" in metric:
             text += f"  ({metric['reason']})"
+        elif metric.get("imported"):
+            text += f"  ({metric.get('source', 'imported')})"
         lines.append(text.rstrip())
 
     for name, metric in metrics.items():

@@ -29,14 +29,14 @@ protocol = "water"
 
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory) -> dict[str, Path]:
-    """CuAu EMT frames as a full dataset and as a forces-only one (energies dropped)."""
+    """CuAu EMT frames as a full dataset and as a forces-only, gzipped one (energies dropped)."""
     root = tmp_path_factory.mktemp("datasets")
     frames = emt_frames(19, seed=5)
     source = {"kind": "engine", "engine": "ase EMT", "seed": 5}
     write_dataset(root / "emt", frames, name="emt_cuau", system=None, source=source, test=4, sizes=SIZES)
     forces_only = [labelled(atoms.copy(), None, atoms.get_forces()) for atoms in frames]
     write_dataset(root / "emt_forces", forces_only, name="emt_cuau_forces", system=None, source=source, test=4,
-                  sizes=SIZES)
+                  sizes=SIZES, compress=True)  # gzipped splits, as the reference datasets are written
     (root / "systems.toml").write_text(SYSTEMS_TOML)
     return {"full": root / "emt", "forces": root / "emt_forces", "systems": root / "systems.toml"}
 
@@ -48,7 +48,8 @@ def direct_test_errors(checkpoint: Path, test_file: Path) -> tuple[float, float]
 
     force_errors, energy_errors = [], []
     with default_dtype(torch.float64):
-        calc = NequIPCalculator._from_saved_model(str(checkpoint), device="cpu")
+        calc = NequIPCalculator._from_saved_model(str(checkpoint), device="cpu",
+                                                 chemical_species_to_atom_type_map=True)
         for atoms in read(test_file, ":"):
             reference = atoms.calc.results
             atoms.calc = calc
@@ -110,7 +111,8 @@ def test_train_cli_writes_a_deployable_model_and_its_test_errors(datasets, tmp_p
         graph[AtomicDataDict.ATOM_TYPE_KEY] = torch.tensor(
             [source.metadata.type_names.index(s) for s in atoms.get_chemical_symbols()])
         direct = source.load()(graph)
-        atoms.calc = NequIPCalculator._from_saved_model(str(out / "model.nequip.zip"), device="cpu")
+        atoms.calc = NequIPCalculator._from_saved_model(str(out / "model.nequip.zip"), device="cpu",
+                                                          chemical_species_to_atom_type_map=True)
         np.testing.assert_allclose(direct[AtomicDataDict.FORCE_KEY].detach().numpy(), atoms.get_forces(), atol=1e-10)
         assert float(direct[AtomicDataDict.TOTAL_ENERGY_KEY]) == pytest.approx(atoms.get_potential_energy(), abs=1e-9)
 
@@ -125,7 +127,7 @@ def test_forces_only_data_trains_on_forces_and_reports_no_energy_error(datasets,
     record = training.train(system, datasets["forces"], "s12", out, max_epochs=1, device="cpu", package=False,
                             config_file=user_config, echo=lambda *a: None)
     assert record["test"]["energy_mae_meV_atom"] is None and "forces only" in record["test"]["energy_mae_reason"]
-    forces_mae, energy_mae = direct_test_errors(out / "model.ckpt", datasets["forces"] / "test.extxyz")
+    forces_mae, energy_mae = direct_test_errors(out / "model.ckpt", datasets["forces"] / "test.extxyz.gz")
     assert energy_mae is None and record["test"]["forces_mae_meV_A"] == pytest.approx(forces_mae, rel=1e-9)
 
     resolved = trainer_config(out)

@@ -207,7 +207,8 @@ def calculator(checkpoint: Path, device: str):
     positions in the default dtype, and float32 input to a float64 model gives NaN)."""
     from nequip.integrations.ase import NequIPCalculator
 
-    return NequIPCalculator._from_saved_model(str(checkpoint), device=device)
+    # the model's type names are chemical elements (the system's), so the identity map is right
+    return NequIPCalculator._from_saved_model(str(checkpoint), device=device, chemical_species_to_atom_type_map=True)
 
 
 def checkpoint_epoch(checkpoint: Path) -> int | None:
