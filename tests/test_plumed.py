@@ -174,3 +174,19 @@ def test_bad_plumed_files_are_one_line_errors(tmp_path, text, message):
     with pytest.raises(fes_files.FESFileError, match=message) as err:
         fes_files.surface_from_file(tmp_path / "bad")
     assert "\n" not in str(err.value)
+
+
+def test_colvars_pmf_in_either_convention(tmp_path):
+    from lmpbench.analysis.fes import EV_TO_KJ_MOL
+
+    centres = -177.0 + 6.0 * np.arange(60)
+    values = 0.1 * (1 + np.cos(np.radians(centres)))[:, None] + 0.05 * (1 + np.sin(np.radians(centres)))[None, :]
+    rows = "\n".join(f"{x} {y} {values[i, j]}" for i, x in enumerate(centres) for j, y in enumerate(centres))
+    (tmp_path / "metad.pmf").write_text("# 2\n# -180.0 6.0 60 1\n# -180.0 6.0 60 1\n\n" + rows + "\n")
+    free = fes_files.surface_from_file(tmp_path / "metad.pmf")  # COLVARS writes -(gamma/(gamma-1)) V already
+    np.testing.assert_allclose(free.free_energy_kJ_mol, values * EV_TO_KJ_MOL, atol=1e-9)
+    bias = fes_files.surface_from_file(tmp_path / "metad.pmf", "negative_bias", bias_factor=6.0)
+    np.testing.assert_allclose(bias.free_energy_kJ_mol, values * EV_TO_KJ_MOL * 5.0 / 6.0, atol=1e-9)
+    assert bias.convention == "negative_bias"
+    with pytest.raises(fes_files.FESFileError, match="bias factor"):
+        fes_files.surface_from_file(tmp_path / "metad.pmf", "negative_bias")
