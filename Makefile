@@ -31,6 +31,7 @@ $(STAMP): requirements.txt pyproject.toml | debian-packages
 	$(BIN)/pip install -q --upgrade pip || true
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps openmmtools==0.27.0  # only its alanine-dipeptide input files are used
 	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install -q --no-deps -e .
 	touch $@
 

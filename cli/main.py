@@ -550,5 +550,35 @@ def data_list():
         click.echo(f"not fetched: {', '.join(missing)} (lmpbench data fetch NAME)")
 
 
+@cli.command("reference")
+@click.argument("system_name", metavar="SYSTEM")
+@click.option("-o", "--out", type=click.Path(file_okay=False),
+              help="Folder of the reference set (default: SYSTEM-reference[-short] in the dataset folder).")
+@click.option("--short", is_flag=True, help="A small version in minutes (tests, the demo) instead of the full protocol.")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Independent references; two or more give the noise floor of every metric.")
+@click.option("--first-seed", type=click.IntRange(min=1), default=1, show_default=True)
+def reference_cmd(system_name, out, short, seeds, first_seed):
+    """Make reference data and trajectories of SYSTEM with its real reference potential.
+
+    Each seed becomes a dataset (labelled frames split for `lmpbench train`, and the reference
+    trajectory for `lmpbench analyze --reference`); with several seeds, reference.json holds the
+    noise floor: every metric of each later seed against the first."""
+    from lmpbench.datasets.store import DatasetError
+    from lmpbench.reference import RECIPES, ReferenceError, make_reference
+
+    if system_name not in RECIPES:
+        raise click.UsageError(f"no reference recipe for {system_name!r}; choose from {', '.join(RECIPES)}")
+    try:
+        record = make_reference(system_name, out, short=short, seeds=seeds, first_seed=first_seed, echo=click.echo)
+    except (ReferenceError, DatasetError) as err:
+        raise click.ClickException(str(err)) from None
+    floor = record["noise_floor"]
+    if floor:
+        for name, value in floor["mean"].items():
+            click.echo(f"noise floor {name}: {value:.4g}")
+    click.echo(f"wrote {record['folder']}: {', '.join(record['seeds'])} and reference.json")
+
+
 if __name__ == "__main__":
     cli()

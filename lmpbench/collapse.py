@@ -35,12 +35,12 @@ class CollapseWatch:
 
     def __init__(self, dump: Path, is_root: bool, elements: list[str], natoms: int,
                  temperature_K: float, resumed_at: int = 0, energy_reference: float | None = None,
-                 structure: bool = True, windows=None):
+                 structure: bool = True, windows=None, fixed_bonds: bool = True):
         """``structure``: the structural and energy checks (lmpbench's); ``windows``: an
         ``analysis.run_metrics.RDFWindows`` for the benchmark's RDF-window check (rank 0)."""
         self.dump, self.is_root, self.natoms = dump, is_root, natoms
         self.elements = list(elements)  # of atom types 1, 2, ...
-        self.check_structure, self.windows = structure, windows
+        self.check_structure, self.windows, self.fixed_bonds = structure, windows, fixed_bonds
         self.band_eV_atom = ENERGY_BAND_KT * BOLTZMANN_EV_K * temperature_K
         self.energy_reference = energy_reference  # eV/atom, set at the first check unless resumed
         self.resumed_at = resumed_at  # frames up to this step were checked before a restart
@@ -84,7 +84,7 @@ class CollapseWatch:
             if not self.check_structure:
                 continue
             if self.structure is None:
-                self.structure = StructuralStability(self.elements)
+                self.structure = StructuralStability(self.elements, self.fixed_bonds)
                 self.structure.accumulate(frame)  # the first frame: topology and floors
                 continue
             if frame.step <= self.resumed_at:

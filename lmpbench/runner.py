@@ -674,7 +674,7 @@ def _drive(lmp, config, manifest, start_step, atoms, stop, progress, echo, windo
                               _type_elements(config, atoms), len(atoms), config.protocol.temperature_K,
                               resumed_at=start_step,
                               energy_reference=(manifest.data.get("collapse_checks") or {}).get("energy_reference_eV_atom"),
-                              structure=config.collapse_criteria == "all",
+                              structure=config.collapse_criteria == "all", fixed_bonds=config.system.fixed_bonds,
                               windows=windows if manifest.is_root else None)
     collapse_step = None
     last_checkpoint = time.monotonic()

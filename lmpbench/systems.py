@@ -130,7 +130,9 @@ class System:
 
     ``structure`` names a file in ``lmpbench/data/structures`` (``None``: the user must give
     ``--structure``; ``structure_note`` says why). ``dihedrals`` holds 1-based atom indices of
-    named dihedrals of the shipped structure, for metadynamics.
+    named dihedrals of the shipped structure, for metadynamics. ``fixed_bonds`` False tells
+    lmpbench's structural collapse check that bonds break and form in normal dynamics (it then
+    checks close contacts only).
     """
 
     name: str
@@ -142,6 +144,7 @@ class System:
     provenance: str = ""
     structure_note: str = ""
     dihedrals: dict = field(default_factory=dict)
+    fixed_bonds: bool = True  # False: neighbours change all the time (metals, ion conductors)
 
     def structure_path(self) -> Path | None:
         if self.structure is None:
@@ -186,9 +189,9 @@ SYSTEMS = _registry([
            structure="alanine_dipeptide.xyz", provenance=_RDKIT + " (L-alanine, vacuum)",
            dihedrals={"phi": (2, 4, 5, 7), "psi": (4, 5, 7, 9)}),
     System("cuzr_liquid", "periodic", ("Cu", "Zr"), 5.0, "cuzr_liquid", structure="cuzr250.data",
-           provenance="liquid Cu50Zr50, 250 atoms, Mendelev EAM (CuZr_mm.eam.fs), melted at 2500 K, "
+           fixed_bonds=False, provenance="liquid Cu50Zr50, 250 atoms, Mendelev EAM (CuZr_mm.eam.fs), melted at 2500 K, "
                       "20 ps at 1500 K in LAMMPS (lammps_inputs/make_cuzr250.in); the offline stand-in for LiPS"),
-    System("lips", "periodic", ("Li", "P", "S"), 4.0, "lips",
+    System("lips", "periodic", ("Li", "P", "S"), 4.0, "lips", fixed_bonds=False,
            structure_note="no offline structure: LiPS needs the real dataset; give --structure (a frame of lips.xyz)"),
 ], "system")
 

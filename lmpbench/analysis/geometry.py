@@ -91,10 +91,13 @@ class StructuralStability:
       ``FLOOR_FRACTION`` x (r_i + r_j)).
     ``first_broken_step`` and ``reason`` say where and why; frames after it are still counted.
     ``elements`` names atom types 1, 2, ...; the atoms' symbols come from the first frame.
+    ``fixed_bonds`` False (metals, ion conductors: neighbours change all the time) checks the
+    close contacts only.
     """
 
-    def __init__(self, elements: list[str]):
+    def __init__(self, elements: list[str], fixed_bonds: bool = True):
         self.elements = list(elements)
+        self.fixed_bonds = fixed_bonds
         self.symbols: list[str] = []
         self.radii = np.zeros(0)
         self.bonds: np.ndarray | None = None  # [2, B], i < j
@@ -122,7 +125,7 @@ class StructuralStability:
         self.radii = np.array([covalent_radii[atomic_numbers[s]] for s in self.symbols])
         cutoff = max(FLOOR_SEARCH_A, BOND_MULTIPLIER * 2 * self.radii.max())
         i, j, d = self._pairs(frame, cutoff)
-        bonded = d < BOND_MULTIPLIER * (self.radii[i] + self.radii[j])
+        bonded = (d < BOND_MULTIPLIER * (self.radii[i] + self.radii[j])) & self.fixed_bonds
         self.bonds = np.unique(np.stack([i[bonded], j[bonded]]), axis=1) if bonded.any() else np.zeros((2, 0), int)
         shortest: dict[tuple[str, str], float] = {}
         for a, b, dist in zip(i.tolist(), j.tolist(), d.tolist()):
@@ -151,12 +154,13 @@ class StructuralStability:
 
     def record(self, frame_dt_ps: float) -> dict:
         """The metric: time before the first broken frame (ps), with where and why."""
+        floor = f"a pair comes closer than {FLOOR_FRACTION} x its element pair's shortest distance in the first frame"
+        definition = (f"time before the first saved frame where a bond of the first frame exceeds {BREAK_MULTIPLIER} x "
+                      f"(r_cov_i + r_cov_j), a new pair comes within {FORM_MULTIPLIER} x (r_cov_i + r_cov_j), or {floor}"
+                      if self.fixed_bonds else f"time before the first saved frame where {floor} (no fixed bonds)")
         return {"value": max(self.intact_frames - 1, 0) * frame_dt_ps, "unit": "ps",
                 "label": "lmpbench's structural criterion (an addition beside the paper's)",
-                "definition": f"time before the first saved frame where a bond of the first frame exceeds "
-                              f"{BREAK_MULTIPLIER} x (r_cov_i + r_cov_j), a new pair comes within {FORM_MULTIPLIER} x "
-                              f"(r_cov_i + r_cov_j), or a pair comes closer than {FLOOR_FRACTION} x its element "
-                              "pair's shortest distance in the first frame",
+                "definition": definition,
                 "first_broken_step": self.first_broken_step, "reason": self.reason, "frames_read": self.frames,
                 "floors_A": {f"{a}-{b}": round(v, 4) for (a, b), v in self.floors.items()}}
 
@@ -185,7 +189,7 @@ class StructuralStability:
                 return (f"bond {self.symbols[a]}{ids[a]}-{self.symbols[b]}{ids[b]} broke: {lengths[k]:.3f} Å > "
                         f"{limit[k]:.3f} Å")
         forming = d < FORM_MULTIPLIER * (self.radii[i] + self.radii[j])
-        if forming.any():
+        if self.fixed_bonds and forming.any():
             bonded = set(zip(self.bonds[0].tolist(), self.bonds[1].tolist()))
             for a, b, dist in zip(i[forming].tolist(), j[forming].tolist(), d[forming].tolist()):
                 if (a, b) not in bonded:

@@ -563,7 +563,7 @@ def _periodic(subject, ref, settings, result, curves, normalization):
     # window's first frame, none past the run's own collapse). Pair counts are cached per
     # frame, so a frame counted twice is counted once.
     own, windows, failed, pending = _rdfs(subject.types, settings.pairs, normalization), [], False, False
-    structure = StructuralStability(subject.elements)
+    structure = StructuralStability(subject.elements, subject.system.get("fixed_bonds", True))
     checker = RDFWindows(subject.types, settings, ref_g, window, normalization) if ref_g is not None else None
     reader = subject.frames()
     for count, frame in enumerate(reader):
@@ -715,7 +715,7 @@ def _molecule(subject, ref, result, curves):
         else:
             lengths_from = "the first frame (the reference orders its atoms differently)"
     stability = BondStability(symbols, reference_lengths=reference_lengths, pairs=pairs)
-    structure = StructuralStability(elements)
+    structure = StructuralStability(elements, subject.system.get("fixed_bonds", True))
     hist = DistanceHistogram(H_R_MAX, H_BINS)
     reader = subject.frames()
     for frame in reader:

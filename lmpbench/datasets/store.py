@@ -288,28 +288,40 @@ def roots() -> list[Path]:
     return [user_root(), shipped_root()]
 
 
+def _seed_folders(folder: Path) -> list[Path]:
+    """The seed datasets of a reference set (``lmpbench reference``: seed1/, seed2/, ...), in seed order."""
+    seeds = [d for d in folder.glob("seed*") if (d / MANIFEST).is_file() and d.name[4:].isdigit()]
+    return sorted(seeds, key=lambda d: int(d.name[4:]))
+
+
 def find_dataset(name_or_path: str | Path) -> Dataset:
-    """A dataset given as a folder, or by name in ``roots()``."""
+    """A dataset given as a folder or by name (its folder name or manifest name) in ``roots()``.
+    A reference set (a folder of seed datasets) stands for its first seed."""
     path = Path(name_or_path)
-    if path.is_dir():
-        return read_dataset(path)
-    for root in roots():
-        if (root / str(name_or_path) / MANIFEST).is_file():
-            return read_dataset(root / str(name_or_path))
-    names = sorted({d.folder.name for d in list_datasets()})
+    candidates = [path] if path.is_dir() else [root / str(name_or_path) for root in roots()]
+    for folder in candidates:
+        if (folder / MANIFEST).is_file():
+            return read_dataset(folder)
+        if seeds := _seed_folders(folder):
+            return read_dataset(seeds[0])
+    for dataset in list_datasets():
+        if dataset.name == str(name_or_path):
+            return dataset
+    names = sorted({d.name for d in list_datasets()})
     raise DatasetError(f"no dataset {name_or_path!r} (present: {', '.join(names) or 'none'}; "
                        "see `lmpbench data list`)")
 
 
 def list_datasets() -> list[Dataset]:
-    """Every readable dataset under ``roots()``."""
+    """Every readable dataset under ``roots()``, the seeds of reference sets included."""
     found = []
     for root in roots():
-        if root.is_dir():
-            for folder in sorted(root.iterdir()):
-                if (folder / MANIFEST).is_file():
-                    try:
-                        found.append(read_dataset(folder))
-                    except DatasetError:
-                        continue
+        if not root.is_dir():
+            continue
+        for folder in sorted(root.iterdir()):
+            for candidate in [folder] if (folder / MANIFEST).is_file() else _seed_folders(folder):
+                try:
+                    found.append(read_dataset(candidate))
+                except DatasetError:
+                    continue
     return found

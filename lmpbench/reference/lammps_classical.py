@@ -3,7 +3,7 @@
 The system's own protocol (ensemble, timestep, temperature, thermostat) drives the run, with
 frames saved every ``sample_every`` steps with their forces; the potential energy of each frame
 comes from the run's thermo.dat (written at the same steps). The reference trajectory is the
-run's dump thinned to the protocol's frame spacing (``reference.dump``), so a model's run and
+run's dump thinned to the protocol's frame spacing (``reference.dump.gz``), so a model's run and
 the reference are read alike, type numbers included (both start from the system's structure).
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 
 from lmpbench.reference import EngineOutput, Recipe, ReferenceError, Settings
 
-TRAJECTORY = "reference.dump"
+TRAJECTORY = "reference.dump.gz"  # the dump readers of lmpbench take gzip as it is
 
 
 def check_available() -> None:
@@ -83,9 +83,12 @@ def _labelled_frames(run_dir: Path, elements: list[str], first_step: int) -> lis
 
 def _thin_dump(source: Path, target: Path, every: int, first_step: int) -> None:
     """Copy the text frames of ``source`` whose step is a multiple of ``every`` and at least
-    ``first_step`` into ``target`` (byte for byte)."""
+    ``first_step`` into ``target`` (byte for byte, gzipped with a zero timestamp)."""
+    import gzip
+    import io
+
     tmp = target.with_name(f".{target.name}.partial")
-    with open(source) as src, open(tmp, "w") as dst:
+    with open(source) as src, io.TextIOWrapper(gzip.GzipFile(tmp, "wb", mtime=0)) as dst:
         while header := src.readline():
             step_line = src.readline()
             natoms_header, natoms_line = src.readline(), src.readline()
