@@ -180,7 +180,8 @@ def test_colvars_pmf_in_either_convention(tmp_path):
     from lmpbench.analysis.fes import EV_TO_KJ_MOL
 
     centres = -177.0 + 6.0 * np.arange(60)
-    values = 0.1 * (1 + np.cos(np.radians(centres)))[:, None] + 0.05 * (1 + np.sin(np.radians(centres)))[None, :]
+    values = 0.1 * np.cos(np.radians(centres))[:, None] + 0.05 * np.sin(np.radians(centres))[None, :]
+    values -= values.min()  # COLVARS shifts its PMF to a zero minimum
     rows = "\n".join(f"{x} {y} {values[i, j]}" for i, x in enumerate(centres) for j, y in enumerate(centres))
     (tmp_path / "metad.pmf").write_text("# 2\n# -180.0 6.0 60 1\n# -180.0 6.0 60 1\n\n" + rows + "\n")
     free = fes_files.surface_from_file(tmp_path / "metad.pmf")  # COLVARS writes -(gamma/(gamma-1)) V already
