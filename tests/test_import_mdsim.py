@@ -156,6 +156,7 @@ def test_mdsim_water_folder_gives_a_self_describing_metrics_json(tmp_path, water
     written = json.loads((folder / "metrics.json").read_text())
     assert written["imported"] is True and written["source"]["kind"] == "mdsim" and written["system"] == "water"
     assert written["frame_interval_ps"] == pytest.approx(1.0) and written["positions"]["kind"] == "unwrapped"
+    assert written["status"] == "finished" and written["run_collapse"] is None  # early_stop: false
     forces = written["metrics"]["forces"]
     assert forces["value"] == pytest.approx(1000 * OCP_METRICS["forces_mae"]["metric"])
     assert forces["energy_mae_meV_atom"] == pytest.approx(1000 * OCP_METRICS["energy_mae"]["metric"] / 192)
@@ -215,6 +216,7 @@ def test_mdsim_alanine_folder_pmf_error_against_a_plumed_reference(tmp_path):
     write_fes_dat(tmp_path / "fes.dat", ALA_GRID, ALA_GRID, ref_sum.max() - ref_sum)
     result = analyze(folder, reference_fes=tmp_path / "fes.dat")
     assert result["model"] == "nequip_ala" and result["source"]["free_energy"] == "HILLS"
+    assert result["status"] == "not finished"  # no early_stop in test_metric.json: simulate() never returned
     assert result["metrics"]["forces"]["value"] == pytest.approx(215.261)
     assert result["metrics"]["forces"]["energy_mae_meV_atom"] == pytest.approx(596.834)
     assert result["metrics"]["fes"]["convention"] == "free_energy" and result["metrics"]["fes"]["paper_convention"]
@@ -237,6 +239,11 @@ def test_mdsim_alanine_folder_pmf_error_against_a_plumed_reference(tmp_path):
     own, ref = _notebook_pmf(5 / 6 * (run_sum.max() - run_sum).T), _notebook_pmf(5 / 6 * (ref_sum.max() - ref_sum).T)
     assert bias["metrics"]["pmf_mae"]["phi"]["value"] == pytest.approx(np.abs(own[0] - ref[0]).mean() * 6.28, rel=1e-6)
     assert bias["metrics"]["fes"]["convention"] == "negative_bias"
+    # a run MDsim stopped early: its bias covers the broken part, so no PMF error
+    (folder / "test_metric.json").write_text(json.dumps({"f_mae": 0.2, "early_stop": True}))
+    stopped = analyze(folder, reference_fes=tmp_path / "fes.dat", out=tmp_path / "stopped")
+    assert stopped["status"] == "collapsed" and stopped["run_collapse"]["step"] == 29
+    assert all(stopped["metrics"]["pmf_mae"][axis]["value"] is None for axis in ("phi", "psi"))
 
 
 def test_cli_on_mdsim_folders_and_bad_input(tmp_path, water_walk):

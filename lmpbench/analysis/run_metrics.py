@@ -384,10 +384,11 @@ def analyze_mdsim(folder: str | Path, reference: str | Path | None = None, refer
         forces = mdsim.imported_test_errors(folder / "test_metric.json", len(symbols))
     except mdsim.MDsimError as err:
         raise AnalysisError(str(err)) from None
-    collapse = None
-    if forces.get("early_stop"):
-        collapse = {"step": len(thermo[time_column]) - 1, "reason": "MDsim stopped the run: temperature out of "
-                    "range (0.1 K to 100,000 K); steps of an imported run count saved frames"}
+    # MDsim writes early_stop into test_metric.json when simulate() returns: without it the run did not end there
+    collapse, status = None, {True: "collapsed", False: "finished"}.get(forces.get("early_stop"), "not finished")
+    if status == "collapsed":
+        collapse = {"step": frames - 1, "reason": "MDsim stopped the run: temperature out of range (0.1 K to "
+                    "100,000 K); steps of an imported run count saved frames"}
     fes_file = fes_files.run_surface_file(folder)
     subject = Subject(folder / "atoms.traj", types, frame_dt_ps, out_dir, asdict(system_def), protocol.ensemble,
                       folder, finished=True, wrapped=wrapped, fes_convention=fes_convention,
@@ -396,7 +397,7 @@ def analyze_mdsim(folder: str | Path, reference: str | Path | None = None, refer
                       drop_repeated_frames=True)
     model = mdsim.model_name(folder, config)
     result = {"run": str(folder.resolve()), "system": name, "imported": True, "model": model,
-              "status": "collapsed" if collapse else "finished", "run_collapse": collapse,
+              "status": status, "run_collapse": collapse,
               "source": {"kind": "mdsim", "folder": str(folder.resolve()), "model": model,
                          "files": sorted(p.name for p in folder.iterdir() if p.is_file()),
                          "frames": "atoms.traj (ASE trajectory)",
@@ -405,8 +406,9 @@ def analyze_mdsim(folder: str | Path, reference: str | Path | None = None, refer
                          "trajectory_frames": frames, "repeated_frames_dropped": reader.repeats_dropped,
                          "frames_match_thermo_rows": frames == len(thermo[time_column]),
                          "free_energy": fes_file.name if fes_file else None,
-                         "config": {k: config[k] for k in ("identifier", "seed", "save_freq", "steps", "integrator",
-                                                           "integrator_config", "plumed", "init_idx") if k in config}},
+                         "config": json.loads(json.dumps({k: config[k] for k in (
+                             "identifier", "seed", "save_freq", "steps", "integrator", "integrator_config", "plumed",
+                             "init_idx") if k in config}, default=str))},
               "types": types.record(),
               "positions": {"kind": reader.positions_kind, "reason": reader.positions_reason}}
     return _analyze(subject, result, reference, reference_every, None, None, rdf_normalization)
