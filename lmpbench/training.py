@@ -86,7 +86,7 @@ def _prepare_folder(out: Path, arch, force: bool) -> None:
     (out / RECORD).unlink(missing_ok=True)  # first: a half-removed folder must not look finished
     for name in present:
         path = out / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def _read_user_config(path: Path) -> dict:

@@ -180,3 +180,21 @@ def test_occupied_folder_and_failing_trainer(datasets, tmp_path):
     error = result.output.strip().splitlines()[-1]
     assert error.startswith("Error: nequip-train failed (exit 1") and error.endswith(f"see {out / 'trainer.log'}")
     assert (out / "trainer.log").stat().st_size > 0 and not (out / "train.json").exists()
+
+
+def test_force_replaces_only_a_previous_training(tmp_path):
+    from lmpbench.architectures import get_architecture
+    from lmpbench.training import TrainingError, _prepare_folder
+
+    nequip = get_architecture("nequip")
+    previous = tmp_path / "previous"
+    (previous / "run").mkdir(parents=True)
+    for name in ("train.json", "config.yaml", "model.ckpt", "trainer.log"):
+        (previous / name).write_text("old")
+    with pytest.raises(TrainingError, match="is not empty"):
+        _prepare_folder(previous, nequip, force=False)
+    _prepare_folder(previous, nequip, force=True)
+    assert previous.is_dir() and not list(previous.iterdir())
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(TrainingError, match="is not a folder"):
+        _prepare_folder(tmp_path / "a_file", nequip, force=True)
