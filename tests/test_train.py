@@ -116,6 +116,12 @@ def test_train_cli_writes_a_deployable_model_and_its_test_errors(datasets, tmp_p
         np.testing.assert_allclose(direct[AtomicDataDict.FORCE_KEY].detach().numpy(), atoms.get_forces(), atol=1e-10)
         assert float(direct[AtomicDataDict.TOTAL_ENERGY_KEY]) == pytest.approx(atoms.get_potential_energy(), abs=1e-9)
 
+    # and the package deploys (TorchScript: the quick target; deploy checks LAMMPS against nequip's calculator)
+    from lmpbench.deploy import deploy
+
+    deployed = deploy(out / "model.nequip.zip", tmp_path / "trained.pt", echo=lambda *a: None)
+    assert deployed.report.passed and deployed.source.metadata.type_names == ["Cu", "Au"]
+
 
 def test_forces_only_data_trains_on_forces_and_reports_no_energy_error(datasets, tmp_path):
     from lmpbench import training
