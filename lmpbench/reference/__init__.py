@@ -107,16 +107,17 @@ def default_folder(system: str, short: bool) -> Path:
 
 
 def make_reference(system: str, out: str | Path | None = None, *, short: bool = False, seeds: int = 1,
-                   first_seed: int = 1, echo=print) -> dict:
+                   first_seed: int = 1, settings: Settings | None = None, echo=print) -> dict:
     """Make ``seeds`` references of ``system`` (seeds ``first_seed``, ``first_seed + 1``, ...)
     into ``out``; returns the set record (``reference.json``). A seed whose dataset is complete
-    is kept, so an interrupted call resumes where it stopped."""
+    is kept, so an interrupted call resumes where it stopped. ``settings`` replaces the recipe's
+    (the tests' tiny references)."""
     rec = recipe(system)
     if seeds < 1:
         raise ReferenceError("--seeds must be at least 1")
     engine = _engine(rec.engine)
     engine.check_available()
-    settings = rec.short if short else rec.full
+    settings = settings or (rec.short if short else rec.full)
     out = Path(out) if out is not None else default_folder(system, short)
     out.mkdir(parents=True, exist_ok=True)
     mode = "short" if short else "full"
