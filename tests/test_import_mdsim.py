@@ -95,17 +95,30 @@ def _write(path, positions, cell, pbc=True):
     write(path, [Atoms("Ar" * positions.shape[1], positions=p, cell=cell, pbc=pbc) for p in positions])
 
 
-def test_frames_too_far_apart_to_unwrap_and_contradictions_are_refused(tmp_path):
+def test_frames_too_far_apart_to_unwrap_and_contradictions_serve_rdfs_not_msds(tmp_path):
     cell = np.eye(3) * 10.0
-    hop = np.array([[[1.0, 1.0, 1.0]], [[4.0, 1.0, 1.0]], [[7.0, 1.0, 1.0]], [[0.5, 1.0, 1.0]]])  # 3 Å a frame, wrapped
+    hop = np.array([[[1.0, 1.0, 1.0], [5.0, 5.0, 5.0]], [[4.0, 1.0, 1.0], [5.0, 5.0, 5.0]],
+                    [[7.0, 1.0, 1.0], [5.0, 5.0, 5.0]], [[0.5, 1.0, 1.0], [5.0, 5.0, 5.0]]])  # 3 Å a frame, wrapped
     _write(tmp_path / "far.traj", hop, cell)
+    reader = open_trajectory(tmp_path / "far.traj")
+    frames = list(reader)  # readable as stored, for RDFs
+    assert reader.positions_kind == "wrapped, too far apart to unwrap" and not any(f.unwrapped for f in frames)
+    np.testing.assert_array_equal(frames[3].positions, hop[3])
+    custom = CustomMetrics(msd=(("Ar",),), lag_ps=0.002)
+    with pytest.raises(ValueError, match=r"MSD needs unwrapped positions.*moves 0\.35 of the cell between frames 2 "
+                                         r"and 3: too far apart in time to unwrap"):
+        analyze_trajectory(tmp_path / "far.traj", elements=["Ar"], timestep_fs=1.0, every=1, custom=custom)
     with pytest.raises(TrajectoryError, match=r"moved 0\.30 of the cell between frames 0 and 1; frames this far apart"):
-        list(open_trajectory(tmp_path / "far.traj"))
+        list(open_trajectory(tmp_path / "far.traj", wrapped=True))  # told it is wrapped: unwrapping it must work
     both = np.array([[[11.0, 1.0, 1.0]], [[11.2, 1.0, 1.0]], [[5.0, 1.0, 1.0]]])  # outside the cell, then a jump
     _write(tmp_path / "both.traj", both, cell)
-    with pytest.raises(TrajectoryError, match="--wrapped or --unwrapped"):
-        list(open_trajectory(tmp_path / "both.traj"))
+    reader = open_trajectory(tmp_path / "both.traj")
+    assert not any(f.unwrapped for f in reader) and reader.positions_kind == "ambiguous"
+    with pytest.raises(ValueError, match="say which with --wrapped or --unwrapped"):
+        analyze_trajectory(tmp_path / "both.traj", elements=["Ar"], timestep_fs=1.0, every=1, custom=custom,
+                           out=tmp_path / "both")
     frames = list(open_trajectory(tmp_path / "both.traj", wrapped=False))  # the user's word settles it
+    assert all(f.unwrapped for f in frames)
     np.testing.assert_array_equal(frames[2].positions, both[2])
     _write(tmp_path / "still.traj", np.array([[[1.0, 1.0, 1.0]], [[1.1, 1.0, 1.0]]]), cell)
     reader = open_trajectory(tmp_path / "still.traj")

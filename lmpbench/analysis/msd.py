@@ -82,7 +82,9 @@ class MSD:
 
     def accumulate(self, frame: Frame) -> "MSD":
         if not frame.unwrapped and any(frame.pbc):
-            raise ValueError(f"MSD needs unwrapped positions (image flags or xu yu zu) at step {frame.step}")
+            note = frame.extra.get("positions_note")  # why a reader could not unwrap them, when it says
+            raise ValueError(f"MSD needs unwrapped positions (image flags or xu yu zu) at step {frame.step}"
+                             + (f": {note}" if note else ""))
         if self._select is None or len(self._select) != len(frame.types):
             self._select = self._selection(frame)
         x = frame.positions[self._select]

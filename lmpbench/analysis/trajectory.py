@@ -412,9 +412,12 @@ class ASETrajectoryReader:
     were wrapped into the cell; None decides from the data (``unwrap.WrapEvidence``: positions
     outside the cell mean unwrapped, e.g. ASE MD output; jumps of more than half a cell between
     consecutive frames mean wrapped, e.g. most extxyz datasets), in one extra pass over the
-    file. Wrapped positions are unwrapped from consecutive frames (``unwrap.Unwrapper``; frames
-    too far apart in time are refused), so every periodic frame comes out unwrapped.
-    ``positions_kind`` and ``positions_reason`` say what was decided and why.
+    file. Wrapped positions are unwrapped from consecutive frames (``unwrap.Unwrapper``). When
+    the data cannot be unwrapped (frames too far apart in time, or contradictory evidence) the
+    positions are given as stored, ``Frame.unwrapped`` False and the reason in
+    ``Frame.extra["positions_note"]``: RDFs need no unwrapping, an MSD refuses with the reason.
+    A file declared wrapped that is too coarse to unwrap raises. ``positions_kind`` and
+    ``positions_reason`` say what was decided and why.
     """
 
     def __init__(self, path: str | Path, elements: list[str] | None = None, index: str = ":",
@@ -463,10 +466,10 @@ class ASETrajectoryReader:
             evidence = unwrap.WrapEvidence()
             for atoms in self._atoms(":"):
                 evidence.accumulate(atoms.positions, atoms.cell.array, atoms.pbc)
-            try:
-                _WRAP_VERDICTS[key] = (evidence.verdict, evidence.reason)
-            except unwrap.UnwrapError as err:
-                raise TrajectoryError(f"{self.path}: {err}") from None
+            kind = evidence.verdict
+            if kind == "wrapped" and not evidence.unwrappable:
+                kind = "wrapped, too far apart to unwrap"
+            _WRAP_VERDICTS[key] = (kind, evidence.reason)
         self.positions_kind, self.positions_reason = _WRAP_VERDICTS[key]
         return self.positions_kind == "wrapped"
 
@@ -515,6 +518,9 @@ class ASETrajectoryReader:
                         raise TrajectoryError(f"{self.path}: frame {number} has element {symbol}, not in {elements}")
                     elements.append(symbol)
             extra = {"symbols": atoms.get_chemical_symbols()}
+            unwrapped = self.positions_kind in _UNWRAPPED_KINDS
+            if not unwrapped and self.positions_kind != "not periodic":
+                extra["positions_note"] = f"{self.path}: {self.positions_reason}"
             if atoms.calc is not None:
                 results = atoms.calc.results
                 if "energy" in results:
@@ -524,12 +530,12 @@ class ASETrajectoryReader:
             types = np.array([elements.index(s) + 1 for s in atoms.get_chemical_symbols()])
             periodic = tuple(bool(p) for p in atoms.pbc)
             yield Frame(number, atoms.cell.array.copy(), np.zeros(3), np.arange(1, len(atoms) + 1), types,
-                        positions, self.positions_kind in ("unwrapped", "wrapped", "no boundary crossing"),
-                        periodic, extra)
+                        positions, unwrapped, periodic, extra)
         self.elements = elements
 
 
 _WRAP_VERDICTS: dict = {}  # (file, size, mtime) -> (verdict, reason): one classification pass per file version
+_UNWRAPPED_KINDS = ("unwrapped", "wrapped", "no boundary crossing")  # "wrapped": unwrapped here
 
 
 class ArrayDatasetReader:

@@ -10,13 +10,16 @@ fractional coordinates s = x · cell⁻¹ on the periodic axes:
 - a jump of more than half a cell between consecutive frames (|Δs| > 1/2): wrapped (an atom
   that crossed a boundary reappeared on the other side);
 - neither: no atom crossed a boundary, and wrapped and unwrapped positions are the same;
-- both: contradictory (frames too far apart, or wrapped into another cell): the user says.
+- both: contradictory (frames too far apart, or wrapped into another cell): the user says
+  (``--wrapped`` / ``--unwrapped``); until then the positions are used as they are, which
+  suits RDFs, and an MSD is refused with that request.
 
 Unwrapping (``Unwrapper``): x_u(t) = x_u(t-1) + (Δs - round(Δs)) · cell(t), the minimum-image
 displacement between consecutive frames, on the periodic axes. It is right when no atom
 moves half a cell or more between frames; since the data cannot show such a move, a
 minimum-image step larger than ``MAX_UNWRAP_STEP`` of a cell on any axis is refused as
-frames too far apart in time to unwrap.
+frames too far apart in time to unwrap (``Unwrapper`` raises; ``WrapEvidence.unwrappable`` says
+so beforehand, and a reader then keeps the wrapped positions, marked as such, for RDFs).
 """
 
 from __future__ import annotations
@@ -43,13 +46,15 @@ def is_periodic_cell(cell: np.ndarray, pbc) -> bool:
 class WrapEvidence:
     """Streams frames (positions [N, 3], cell [3, 3], pbc) and says whether they were wrapped.
 
-    ``accumulate(positions, cell, pbc)``, then ``verdict``: "unwrapped", "wrapped" or
-    "no boundary crossing" (the positions are the same either way), with ``reason``.
+    ``accumulate(positions, cell, pbc)``, then ``verdict``: "unwrapped", "wrapped", "no
+    boundary crossing" (the positions are the same either way) or "ambiguous", with
+    ``reason``; ``unwrappable``: whether wrapped frames are close enough to unwrap.
     """
 
     def __init__(self):
         self.outside_frame: int | None = None  # first frame with a position outside the cell
         self.jump_frame: int | None = None  # first frame that jumps more than half a cell
+        self.largest_step, self.largest_step_frame = 0.0, None  # largest minimum-image step (fraction of a cell)
         self.frames = 0
         self._previous: np.ndarray | None = None
 
@@ -58,9 +63,13 @@ class WrapEvidence:
         s = _fractional(positions, cell)[:, axes]
         if self.outside_frame is None and ((s < -INSIDE_TOLERANCE) | (s >= 1.0 + INSIDE_TOLERANCE)).any():
             self.outside_frame = self.frames
-        if self.jump_frame is None and self._previous is not None and len(s) == len(self._previous) \
-                and (np.abs(s - self._previous) > 0.5).any():
-            self.jump_frame = self.frames
+        if self._previous is not None and len(s) == len(self._previous) and s.size:
+            step = s - self._previous
+            if self.jump_frame is None and (np.abs(step) > 0.5).any():
+                self.jump_frame = self.frames
+            largest = float(np.abs(step - np.round(step)).max())
+            if largest > self.largest_step:
+                self.largest_step, self.largest_step_frame = largest, self.frames
         self._previous = s
         self.frames += 1
         return self
@@ -68,10 +77,7 @@ class WrapEvidence:
     @property
     def verdict(self) -> str:
         if self.outside_frame is not None and self.jump_frame is not None:
-            raise UnwrapError(
-                f"positions lie outside the cell (frame {self.outside_frame}: not wrapped) yet jump by more than half "
-                f"a cell between consecutive frames (frame {self.jump_frame}: wrapped, or frames too far apart); "
-                "say which with --wrapped or --unwrapped")
+            return "ambiguous"
         if self.outside_frame is not None:
             return "unwrapped"
         if self.jump_frame is not None:
@@ -79,8 +85,21 @@ class WrapEvidence:
         return "no boundary crossing"
 
     @property
+    def unwrappable(self) -> bool:
+        return self.largest_step <= MAX_UNWRAP_STEP
+
+    @property
     def reason(self) -> str:
         verdict = self.verdict
+        if verdict == "ambiguous":
+            return (f"positions lie outside the cell (frame {self.outside_frame}: not wrapped) yet jump by more than "
+                    f"half a cell between consecutive frames (frame {self.jump_frame}: wrapped, or frames too far "
+                    "apart); used as they are: say which with --wrapped or --unwrapped")
+        if verdict == "wrapped" and not self.unwrappable:
+            return (f"wrapped (jumps of more than half a cell, first at frame {self.jump_frame}), but an atom moves "
+                    f"{self.largest_step:.2f} of the cell between frames {self.largest_step_frame - 1} and "
+                    f"{self.largest_step_frame}: too far apart in time to unwrap reliably (limit {MAX_UNWRAP_STEP}), "
+                    "so the positions stay wrapped; save frames more often, or give unwrapped positions")
         if verdict == "unwrapped":
             return f"positions outside the cell (first at frame {self.outside_frame}), no jump of half a cell"
         if verdict == "wrapped":
