@@ -176,6 +176,18 @@ def test_bad_plumed_files_are_one_line_errors(tmp_path, text, message):
     assert "\n" not in str(err.value)
 
 
+def test_a_hills_file_cut_mid_line_loses_its_last_hill_only(random_hills, tmp_path):
+    path, centres, sigmas, heights = random_hills
+    text = path.read_text()
+    (tmp_path / "CUT").write_text(text + "   14832.1   -1.2   2.")  # a run stopped while PLUMED wrote a hill
+    hills = plumed.read_hills(tmp_path / "CUT")
+    np.testing.assert_array_equal(hills.heights, plumed.read_hills(path).heights)
+    assert "unfinished line" in hills.surface().source
+    (tmp_path / "MIDDLE").write_text(text.replace("\n", "\n1 2\n", 12).replace("1 2\n", "", 11))
+    with pytest.raises(plumed.PlumedError, match="2 values for 7 columns"):
+        plumed.read_hills(tmp_path / "MIDDLE")
+
+
 def test_colvars_pmf_in_either_convention(tmp_path):
     from lmpbench.analysis.fes import EV_TO_KJ_MOL
 

@@ -83,6 +83,7 @@ class PlumedTable:
     fields: list[str]
     settings: dict[str, str]
     data: np.ndarray
+    cut_last_line: int | None = None  # a last line the writer did not finish (a run stopped mid-write), dropped
 
     def column(self, name: str) -> np.ndarray:
         return self.data[:, self.fields.index(name)]
@@ -101,14 +102,18 @@ class PlumedTable:
 
 
 def read_table(path: str | Path) -> PlumedTable:
-    """Parse a PLUMED text file (appended restarts repeat the header; the columns must not change)."""
+    """Parse a PLUMED text file (appended restarts repeat the header; the columns must not change).
+    A malformed last line without a final newline is a write cut short (the run was stopped) and
+    is dropped, and said so; a malformed line elsewhere is an error."""
     path = Path(path)
     fields, settings, rows = None, {}, []
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as err:
         raise PlumedError(f"cannot read PLUMED file {path}: {err}") from None
-    for number, line in enumerate(text.splitlines(), 1):
+    lines = text.splitlines()
+    cut = None
+    for number, line in enumerate(lines, 1):
         words = line.split()
         if not words:
             continue
@@ -123,17 +128,23 @@ def read_table(path: str | Path) -> PlumedTable:
         else:
             if fields is None:
                 raise PlumedError(f"{path}: not a PLUMED file (no '#! FIELDS' line before the numbers)")
-            if len(words) != len(fields):
-                raise PlumedError(f"{path}: line {number} has {len(words)} values for {len(fields)} columns")
+            unfinished = number == len(lines) and not text.endswith("\n")
             try:
-                rows.append([float(w) for w in words])
-            except ValueError:
-                raise PlumedError(f"{path}: line {number} holds something that is not a number") from None
+                if len(words) != len(fields):
+                    raise PlumedError(f"{path}: line {number} has {len(words)} values for {len(fields)} columns")
+                try:
+                    rows.append([float(w) for w in words])
+                except ValueError:
+                    raise PlumedError(f"{path}: line {number} holds something that is not a number") from None
+            except PlumedError:
+                if not unfinished:
+                    raise
+                cut = number
     if fields is None:
         raise PlumedError(f"{path}: not a PLUMED file (no '#! FIELDS' line)")
     if not rows:
         raise PlumedError(f"{path}: no data rows")
-    return PlumedTable(path, fields, settings, np.array(rows))
+    return PlumedTable(path, fields, settings, np.array(rows), cut)
 
 
 def is_plumed_file(path: str | Path) -> bool:
@@ -169,6 +180,7 @@ class Hills:
     heights: np.ndarray
     bias_factor: float | None
     periods: tuple[float | None, float | None]
+    cut_last_line: int | None = None  # an unfinished last line that was dropped
 
     def evaluate(self, phi_rad: np.ndarray, psi_rad: np.ndarray, chunk: int = 256) -> np.ndarray:
         """sum_k w_k G_k on the grid phi x psi: [len(phi), len(psi)], in the file's energy unit.
@@ -205,7 +217,8 @@ class Hills:
             free *= (self.bias_factor - 1.0) / self.bias_factor
         free = (free - free.min()) * energy_to_kJ_mol
         source = f"PLUMED hills {self.path} ({len(self.heights)} hills" + (
-            f", bias factor {self.bias_factor:g})" if self.bias_factor else ")")
+            f", bias factor {self.bias_factor:g}" if self.bias_factor else "") + (
+            f"; unfinished line {self.cut_last_line} dropped)" if self.cut_last_line else ")")
         return FreeEnergySurface(np.degrees(phi_rad), np.degrees(psi_rad), free, source=source, convention=convention)
 
 
@@ -241,7 +254,7 @@ def read_hills(path: str | Path) -> Hills:
         return high - low
 
     return Hills(table.path, (phi, psi), np.stack([table.column(phi), table.column(psi)], axis=1), sigmas,
-                 table.column("height"), bias_factor, (period(phi), period(psi)))
+                 table.column("height"), bias_factor, (period(phi), period(psi)), table.cut_last_line)
 
 
 # ---------------------------------------------------------------- fes.dat grids
