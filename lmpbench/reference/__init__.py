@@ -142,10 +142,10 @@ def make_reference(system: str, out: str | Path | None = None, *, short: bool = 
         datasets.append(store.Dataset(folder, manifest))
     from lmpbench.reference.noise import noise_floor
 
-    record = {"system": system, "folder": str(out.resolve()), "engine": rec.engine, "description": rec.description, "mode": mode,
+    record = {"system": system, "engine": rec.engine, "description": rec.description, "mode": mode,
               "settings": asdict(settings), "parameters": rec.parameters,
               "seeds": [d.folder.name for d in datasets],
-              "noise_floor": noise_floor(system, datasets, out) if len(datasets) > 1 else None,
+              "noise_floor": noise_floor(system, datasets) if len(datasets) > 1 else None,
               "command": store.command_line()}
     write_atomic(out / "reference.json", json.dumps(record, indent=1, ensure_ascii=False) + "\n")
-    return record
+    return dict(record, folder=str(out.resolve()))

@@ -9,11 +9,13 @@ the reference are read alike, type numbers included (both start from the system'
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 
+from lmpbench.files import write_atomic
 from lmpbench.reference import EngineOutput, Recipe, ReferenceError, Settings
 
 TRAJECTORY = "reference.dump.gz"  # the dump readers of lmpbench take gzip as it is
@@ -44,7 +46,8 @@ def generate(recipe: Recipe, settings: Settings, seed: int, folder: Path, echo=p
     first_step = round(settings.equilibrate_ps * 1000.0 / protocol.timestep_fs)
     frames = _labelled_frames(run_dir, list(system.elements), first_step)
     _thin_dump(run_dir / "traj.dump", folder / TRAJECTORY, protocol.dump_every, first_step)
-    shutil.copy(run_dir / "run.json", folder / "engine_run.json")
+    run_record = json.loads((run_dir / "run.json").read_text())
+    write_atomic(folder / "engine_run.json", json.dumps(portable(run_record), indent=1, ensure_ascii=False) + "\n")
     shutil.rmtree(run_dir)  # its dump (every sample) and restarts are all in the dataset now
     return EngineOutput(
         frames, TRAJECTORY,
@@ -54,6 +57,18 @@ def generate(recipe: Recipe, settings: Settings, seed: int, folder: Path, echo=p
          "sample_every_steps": settings.sample_every, "equilibrate_ps": settings.equilibrate_ps,
          "length_ps": settings.length_ps, "run_record": "engine_run.json"},
         protocol.dump_every * protocol.timestep_fs / 1000.0)
+
+
+def portable(record):
+    """``record`` with every absolute path cut to its file name: a dataset is copied between
+    machines (and shipped), the machine that made it is not."""
+    if isinstance(record, dict):
+        return {k: portable(v) for k, v in record.items()}
+    if isinstance(record, list):
+        return [portable(v) for v in record]
+    if isinstance(record, str) and record.startswith("/") and "\n" not in record:
+        return Path(record).name
+    return record
 
 
 def _labelled_frames(run_dir: Path, elements: list[str], first_step: int) -> list:

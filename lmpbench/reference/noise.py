@@ -7,8 +7,6 @@ model's error below these values cannot be told apart from the reference's own s
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 
@@ -26,9 +24,11 @@ def _values(metrics: dict, prefix: str = "") -> dict:
     return found
 
 
-def noise_floor(system: str, datasets: list, out: Path) -> dict:
+def noise_floor(system: str, datasets: list) -> dict:
     """Metrics of seeds 2.. against seed 1 (``datasets`` in seed order); per metric the values
-    and their mean. Each comparison's metrics.json is kept under ``out/noise/<seed>``."""
+    and their mean."""
+    import tempfile
+
     from lmpbench.analysis.run_metrics import analyze_trajectory
     from lmpbench.systems import get_system
 
@@ -37,9 +37,10 @@ def noise_floor(system: str, datasets: list, out: Path) -> dict:
     per_seed = {}
     for dataset in datasets[1:]:
         dt_ps = dataset.manifest["notes"]["reference_frame_dt_ps"]
-        result = analyze_trajectory(dataset.reference_trajectory, elements=elements, system=system,
-                                    timestep_fs=dt_ps * 1000.0, every=1, reference=first.reference_trajectory,
-                                    out=out / "noise" / dataset.folder.name, ensemble="unbiased")
+        with tempfile.TemporaryDirectory() as scratch:  # the values go into reference.json
+            result = analyze_trajectory(dataset.reference_trajectory, elements=elements, system=system,
+                                        timestep_fs=dt_ps * 1000.0, every=1, reference=first.reference_trajectory,
+                                        out=scratch, ensemble="unbiased")
         per_seed[dataset.folder.name] = _values(result["metrics"])
     names = sorted({name for values in per_seed.values() for name in values})
     return {"against": first.folder.name, "seeds": per_seed,
