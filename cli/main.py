@@ -415,11 +415,13 @@ def _metric_lines(metrics: dict) -> list[str]:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto: cuda when a GPU is visible.")
 @click.option("--test-frames", type=click.IntRange(min=1), help="Evaluate only the first N test frames.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="CPU threads of torch (training and test); more than free cores slows it down many times.")
 @click.option("--no-package", is_flag=True, help="Skip the portable package of the model (e.g. .nequip.zip).")
 @click.option("--systems-file", type=click.Path(exists=True, dir_okay=False), help="TOML file with user systems.")
 @click.option("--force", is_flag=True, help="Replace a previous training in --out.")
 def train_cmd(system_name, data, size, out, arch, config_file, max_epochs, max_minutes, seed, device, test_frames,
-              no_package, systems_file, force):
+              threads, no_package, systems_file, force):
     """Train a model on a dataset split with the architecture's own trainer; writes the checkpoint
     (for `lmpbench deploy`), the config used, the test MAE and the training curve."""
     from lmpbench import systems, training
@@ -431,7 +433,7 @@ def train_cmd(system_name, data, size, out, arch, config_file, max_epochs, max_m
         system = systems.get_system(system_name, user_systems)
         record = training.train(system, data, size, out, arch=arch, config_file=config_file, max_epochs=max_epochs,
                                 max_minutes=max_minutes, seed=seed, device=device, test_frames=test_frames,
-                                package=not no_package, force=force, echo=click.echo)
+                                package=not no_package, threads=threads, force=force, echo=click.echo)
     except training.TrainerFailedError as err:
         raise click.ClickException(str(err)) from None
     except (systems.SystemError, training.TrainingError) as err:

@@ -156,11 +156,17 @@ def _last_error_line(log: Path) -> str:
     return lines[-1][:240] if lines else ""
 
 
-def _run_trainer(cmd: list[str], cwd: Path, log: Path, arch, run_dir: Path, echo) -> int:
+def _thread_environment(threads: int) -> dict:
+    """The environment of the trainer: torch's intra-op threads follow OMP_NUM_THREADS (more
+    threads than free cores slow torch down many times over, so the count is explicit)."""
+    return dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+
+
+def _run_trainer(cmd: list[str], cwd: Path, log: Path, arch, run_dir: Path, env: dict, echo) -> int:
     """Run the trainer with its output in ``log``; echo each finished epoch as it appears."""
     shown = 0
     with open(log, "w") as sink:
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT, env=env)
         try:
             while proc.poll() is None:
                 try:
@@ -219,7 +225,8 @@ def write_curve(rows: list[dict], csv_path: Path, png_path: Path, title: str) ->
 
 
 def errors_on_test_split(arch, checkpoint: Path, test_file: Path, device: str, has_energy: bool,
-                         max_frames: int | None = None, total: int | None = None, echo=None) -> dict:
+                         max_frames: int | None = None, total: int | None = None, threads: int | None = None,
+                         echo=None) -> dict:
     """Force MAE (meV/Å, every component) and energy MAE (meV/atom) of ``checkpoint`` on the
     frames of ``test_file``, through the architecture's ASE calculator. ``echo`` gets a
     progress line every 30 s (of ``total`` frames, when known)."""
@@ -230,20 +237,26 @@ def errors_on_test_split(arch, checkpoint: Path, test_file: Path, device: str, h
 
     force_abs_sum, force_components, energy_errors, frames = 0.0, 0, [], 0
     started = last_report = time.time()
-    with default_dtype(torch.float64):
-        calc = arch.calculator(checkpoint, device)
-        for atoms in iread(str(test_file), index=f":{max_frames}" if max_frames else ":"):
-            reference_forces = atoms.get_forces()
-            reference_energy = atoms.get_potential_energy() if has_energy else None
-            atoms.calc = calc
-            force_abs_sum += float(np.abs(atoms.get_forces() - reference_forces).sum())
-            force_components += reference_forces.size
-            if has_energy:
-                energy_errors.append(abs(atoms.get_potential_energy() - reference_energy) / len(atoms))
-            frames += 1
-            if echo is not None and time.time() - last_report > 30:
-                last_report = time.time()
-                echo(f"  tested {frames}{f' of {total}' if total else ''} frames ({frames / (last_report - started):.1f}/s)")
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        with default_dtype(torch.float64):
+            calc = arch.calculator(checkpoint, device)
+            for atoms in iread(str(test_file), index=f":{max_frames}" if max_frames else ":"):
+                reference_forces = atoms.get_forces()
+                reference_energy = atoms.get_potential_energy() if has_energy else None
+                atoms.calc = calc
+                force_abs_sum += float(np.abs(atoms.get_forces() - reference_forces).sum())
+                force_components += reference_forces.size
+                if has_energy:
+                    energy_errors.append(abs(atoms.get_potential_energy() - reference_energy) / len(atoms))
+                frames += 1
+                if echo is not None and time.time() - last_report > 30:
+                    last_report = time.time()
+                    echo(f"  tested {frames}{f' of {total}' if total else ''} frames ({frames / (last_report - started):.1f}/s)")
+    finally:
+        torch.set_num_threads(previous_threads)
     if frames == 0:
         raise TrainingError(f"{test_file} holds no frames to test on")
     return {"frames": frames,
@@ -254,7 +267,7 @@ def errors_on_test_split(arch, checkpoint: Path, test_file: Path, device: str, h
 def train(system: System, data: str | Path, size: str, out: str | Path, arch: str = "nequip",
           config_file: str | Path | None = None, max_epochs: int | None = None, max_minutes: float | None = None,
           seed: int | None = None, device: str = "auto", test_frames: int | None = None, package: bool = True,
-          force: bool = False, echo=print) -> dict:
+          threads: int = 1, force: bool = False, echo=print) -> dict:
     """Train ``arch`` for ``system`` on split ``size`` of dataset ``data`` into folder ``out``;
     returns the record written to ``out/train.json``. Every check on the input runs before
     the folder is touched."""
@@ -277,6 +290,8 @@ def train(system: System, data: str | Path, size: str, out: str | Path, arch: st
         raise TrainingError(f"--max-epochs must be at least 1, got {max_epochs}")
     if max_minutes is not None and not max_minutes > 0:
         raise TrainingError(f"--max-minutes must be positive, got {max_minutes}")
+    if threads < 1:
+        raise TrainingError(f"--threads must be at least 1, got {threads}")
     if test_frames is not None and test_frames < 1:
         raise TrainingError(f"--test-frames must be at least 1, got {test_frames}")
     user_config = _read_user_config(Path(config_file)) if config_file else {}
@@ -304,7 +319,8 @@ def train(system: System, data: str | Path, size: str, out: str | Path, arch: st
          f"({dataset.manifest['split']['sizes'][size]['train']['frames']} train / "
          f"{dataset.manifest['split']['sizes'][size]['val']['frames']} val frames) on {torch_device}; log: {log}")
     train_started = time.time()
-    returncode = _run_trainer(cmd, out, log, architecture, run_dir, echo)
+    env = _thread_environment(threads)
+    returncode = _run_trainer(cmd, out, log, architecture, run_dir, env, echo)
     train_wall_s = time.time() - train_started
     checkpoint = architecture.find_checkpoint(run_dir)
     if returncode != 0:
@@ -321,7 +337,7 @@ def train(system: System, data: str | Path, size: str, out: str | Path, arch: st
     if packager is not None:
         packaged = out / ("model" + architecture.package_suffix)
         proc = subprocess.run([str(packager), *architecture.package_arguments(model, packaged)], cwd=out,
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, env=env)
         if proc.returncode != 0 or not packaged.is_file():
             with open(log, "a") as sink:
                 sink.write(proc.stdout + proc.stderr)
@@ -334,7 +350,7 @@ def train(system: System, data: str | Path, size: str, out: str | Path, arch: st
     echo(f"testing {model.name} on {min(n_test, test_frames or n_test)} of the {n_test} test frames "
          f"({dataset.test_file.name}) with {architecture.name}'s ASE calculator")
     errors = errors_on_test_split(architecture, model, dataset.test_file, torch_device, has_energy, test_frames,
-                                  total=min(n_test, test_frames or n_test), echo=echo)
+                                  total=min(n_test, test_frames or n_test), threads=threads, echo=echo)
 
     import torch
 
@@ -355,7 +371,7 @@ def train(system: System, data: str | Path, size: str, out: str | Path, arch: st
         "config_file": str(Path(config_file).resolve()) if config_file else None,
         # as given (None: not given); the limits in force are in config.yaml
         "options": {"max_epochs": max_epochs, "max_minutes": max_minutes, "seed": seed, "device": device,
-                    "test_frames": test_frames, "package": package},
+                    "test_frames": test_frames, "package": package, "threads": threads},
         "epochs_done": len(curve),
         "checkpoint": {"file": model.name, "from": str(checkpoint.relative_to(out)),
                        "epoch": architecture.checkpoint_epoch(checkpoint), "note": architecture.checkpoint_note},
@@ -367,7 +383,7 @@ def train(system: System, data: str | Path, size: str, out: str | Path, arch: st
         "wall_s": round(time.time() - started, 2),
         "device": torch_device,
         "device_name": torch.cuda.get_device_name() if torch_device == "cuda" else platform.processor() or platform.machine(),
-        "threads": os.environ.get("OMP_NUM_THREADS"),
+        "threads": threads,
         "versions": _versions(),
         "command": command_line(),
         "trainer_command": cmd,
