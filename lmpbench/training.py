@@ -207,6 +207,7 @@ def write_curve(rows: list[dict], csv_path: Path, png_path: Path, title: str) ->
 
     matplotlib.use("Agg")  # files only: no display on clusters
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, (loss_ax, mae_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
     epochs = [r["epoch"] for r in rows]
@@ -217,6 +218,8 @@ def write_curve(rows: list[dict], csv_path: Path, png_path: Path, title: str) ->
         mae_ax.plot(epochs, [r.get("val_energy_mae_meV_atom") or np.nan for r in rows], "s-", ms=3,
                     label="energy (meV/atom)")
     mae_ax.set(xlabel="epoch", ylabel="validation MAE", yscale="log")
+    for ax in (loss_ax, mae_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     mae_ax.legend()
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
@@ -382,7 +385,8 @@ def train(system: System, data: str | Path, size: str, out: str | Path, arch: st
         "train_wall_s": round(train_wall_s, 2),
         "wall_s": round(time.time() - started, 2),
         "device": torch_device,
-        "device_name": torch.cuda.get_device_name() if torch_device == "cuda" else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name() if torch_device == "cuda" else _cpu_name(),
+        "cpu_cores": os.cpu_count(),
         "threads": threads,
         "versions": _versions(),
         "command": command_line(),
@@ -393,6 +397,13 @@ def train(system: System, data: str | Path, size: str, out: str | Path, arch: st
                                                "forces alone, so the model's energy zero is arbitrary")
     write_atomic(out / RECORD, json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     return record
+
+
+def _cpu_name() -> str:
+    from lmpbench.cpu import read_cpuinfo
+
+    names = [line.partition(":")[2].strip() for line in read_cpuinfo().splitlines() if line.startswith("model name")]
+    return names[0] if names else platform.machine()
 
 
 def _versions() -> dict:

@@ -19,7 +19,7 @@ from lmpbench.architectures import Architecture, TrainingRequest, register
 VAL_MONITOR = "val0_epoch/weighted_sum"  # nequip's name of the first validation set's weighted metric sum
 
 # The pair style's exactness checks run in float64; small and fast so that CPU training is
-# a matter of minutes. Molecules (6 Å, every atom a neighbour of every other) get more
+# a matter of minutes. Molecules (6 Å: tens of atoms, most of them neighbours) get more
 # features; periodic systems (4 Å, hundreds of atoms per frame) fewer and smaller batches.
 DEFAULTS = {
     "molecule": {"num_layers": 2, "l_max": 1, "num_features": 32, "radial_mlp_depth": 1, "radial_mlp_width": 32,
