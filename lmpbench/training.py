@@ -3,9 +3,9 @@
 The training folder (``out``)::
 
     config.yaml            the config the trainer read (defaults, then --config, then options)
-    run/                   the trainer's own folder (nequip: hydra logs, best/last checkpoints, CSV log)
+    run/                   the trainer's own folder (nequip: hydra logs, last checkpoint, CSV log)
     trainer.log            the trainer's stdout and stderr
-    model.ckpt             the kept checkpoint (best validation), what ``lmpbench deploy`` takes
+    model.ckpt             the kept checkpoint (best validation, moved out of run/), what ``lmpbench deploy`` takes
     model.nequip.zip       the same model in portable form (unless --no-package)
     training_curve.csv     epoch, train loss, validation force/energy MAE
     training_curve.png
@@ -111,6 +111,13 @@ def _merge(defaults: dict, overrides: dict) -> dict:
         else:
             merged[key] = value
     return merged
+
+
+def _datasets_inside(folder: str | Path) -> str:
+    """A hint when ``folder`` holds datasets rather than being one (a reference set holds one per seed)."""
+    folder = Path(folder)
+    inside = sorted(p.parent.name for p in folder.glob("*/dataset.json")) if folder.is_dir() else []
+    return f"; it holds the datasets {', '.join(inside)}: give one, e.g. --data {folder / inside[0]}" if inside else ""
 
 
 def _data_elements(dataset: Dataset, train_file: Path) -> set[str]:
@@ -284,7 +291,7 @@ def train(system: System, data: str | Path, size: str, out: str | Path, arch: st
             if not path.is_file():
                 raise TrainingError(f"dataset {dataset.name}: {path.name} is missing from {dataset.folder}")
     except (ArchitectureError, DatasetError) as err:
-        raise TrainingError(str(err)) from None
+        raise TrainingError(str(err) + _datasets_inside(data)) from None
     extra = sorted(_data_elements(dataset, train_file) - set(system.elements))
     if extra:
         raise TrainingError(f"dataset {dataset.name} has element(s) {', '.join(extra)} that system {system.name} lacks "
@@ -335,7 +342,8 @@ def train(system: System, data: str | Path, size: str, out: str | Path, arch: st
                                  f"within --max-minutes?); see {log}")
 
     model = out / ("model" + architecture.checkpoint_suffixes[0])
-    shutil.copyfile(checkpoint, model)
+    checkpoint_epoch = architecture.checkpoint_epoch(checkpoint)
+    os.replace(checkpoint, model)  # moved, not copied: a checkpoint can be megabytes and folders get shipped
     packaged = None
     if packager is not None:
         packaged = out / ("model" + architecture.package_suffix)
@@ -376,8 +384,8 @@ def train(system: System, data: str | Path, size: str, out: str | Path, arch: st
         "options": {"max_epochs": max_epochs, "max_minutes": max_minutes, "seed": seed, "device": device,
                     "test_frames": test_frames, "package": package, "threads": threads},
         "epochs_done": len(curve),
-        "checkpoint": {"file": model.name, "from": str(checkpoint.relative_to(out)),
-                       "epoch": architecture.checkpoint_epoch(checkpoint), "note": architecture.checkpoint_note},
+        "checkpoint": {"file": model.name, "moved_from": str(checkpoint.relative_to(out)),
+                       "epoch": checkpoint_epoch, "note": architecture.checkpoint_note},
         "package": packaged.name if packaged else None,
         "test": {"file": dataset.test_file.name, **errors,
                  "evaluated_with": f"{architecture.name}'s ASE calculator ({torch_device}, float64 inputs)"},

@@ -152,17 +152,20 @@ def test_forces_only_data_trains_on_forces_and_reports_no_energy_error(datasets,
     (["--system", "water"], "dataset emt_cuau has element(s) Au, Cu that system water lacks"),
     (["--system", "nosuch"], "unknown system 'nosuch'"),
     (["--data", "no_such_dataset"], "no dataset 'no_such_dataset'"),
+    (["--data", "PARENT"], "it holds the datasets emt, emt_forces"),  # a folder of datasets (one per seed)
 ])
 def test_bad_input_is_one_line_and_writes_nothing(datasets, tmp_path, args, message):
     out = tmp_path / "never"
     base = {"--system": "cuau", "--data": str(datasets["full"]), "--size": "s8"}
     for flag, value in zip(args[::2], args[1::2]):
-        base[flag] = value
+        base[flag] = str(datasets["full"].parent) if value == "PARENT" else value
     argv = ["train", "--systems-file", str(datasets["systems"]), "-o", str(out), "--max-epochs", "1"]
     argv += [item for pair in base.items() for item in pair]
     result = CliRunner().invoke(cli, argv)
     assert result.exit_code == 2 and message in result.output, result.output
     assert "Traceback" not in result.output and not out.exists()
+    if "PARENT" in args:
+        assert f"give one, e.g. --data {datasets['full']}" in " ".join(result.output.split())
 
 
 def test_occupied_folder_and_failing_trainer(datasets, tmp_path):
