@@ -207,3 +207,20 @@ def test_force_replaces_only_a_previous_training(tmp_path):
     (tmp_path / "a_file").write_text("x")
     with pytest.raises(TrainingError, match="is not a folder"):
         _prepare_folder(tmp_path / "a_file", nequip, force=True)
+
+
+def test_architecture_registry():
+    import dataclasses
+
+    from lmpbench.architectures import ArchitectureError, architecture_for_checkpoint, get_architecture, register
+
+    nequip = get_architecture("nequip")
+    assert architecture_for_checkpoint("a/model.ckpt") is nequip is architecture_for_checkpoint("m.nequip.zip")
+    with pytest.raises(ArchitectureError, match=r"no architecture reads this file type \(known: \.ckpt \(nequip\)"):
+        architecture_for_checkpoint("model.pt2")
+    with pytest.raises(ArchitectureError, match="duplicate architecture name 'nequip'"):
+        register(nequip)
+    with pytest.raises(ArchitectureError, match="unknown hyperparameter"):
+        register(dataclasses.replace(nequip, name="other", defaults={"molecule": {"depth": 3}}))
+    with pytest.raises(ArchitectureError, match="no defaults for system category 'gas'"):
+        nequip.hyperparameters("gas")
