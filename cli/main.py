@@ -582,5 +582,36 @@ def reference_cmd(system_name, out, short, seeds, first_seed):
     click.echo(f"wrote {record['folder']}: {', '.join(record['seeds'])} and reference.json")
 
 
+@cli.command("report")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--out", type=click.Path(file_okay=False), required=True,
+              help="Folder for report.html, report.md, leaderboard.csv, runs.csv, report.json and plots/.")
+@click.option("--reference", "references", multiple=True, type=click.Path(exists=True),
+              help="A reference set (folder or reference.json of `lmpbench reference --seeds 2`): its noise floor and "
+                   "reference D (repeatable, one per system).")
+@click.option("--no-snapshots", is_flag=True, help="Skip the rendered first and collapse frames.")
+def report_cmd(run_dirs, out, references, no_snapshots):
+    """Leaderboard of models x systems x seeds from analysed run folders.
+
+    RUN_DIRS are run folders (`lmpbench run` + `lmpbench analyze`, or imported MDsim runs) or
+    folders holding them (e.g. a `lmpbench batch` root). Finished, collapsed, interrupted and
+    failed runs are all listed; a folder that cannot be read is listed with the reason."""
+    from lmpbench.report import ReportError, build_report
+
+    try:
+        result = build_report(run_dirs, out, references, snapshots=not no_snapshots)
+    except ReportError as err:
+        raise click.ClickException(str(err)) from None
+    except OSError as err:
+        raise click.ClickException(f"{err.filename or out}: {err.strerror or err}") from None
+    unreadable = [r for r in result.records if r.status == "unreadable"]
+    click.echo(f"{len(result.records)} run folder(s), {len(result.tables)} system(s)"
+               + (f"; unreadable: {len(unreadable)} (see the runs table)" if unreadable else ""))
+    for table in result.tables:
+        click.echo(table.sentence)
+    for kind, path in result.files.items():
+        click.echo(f"{kind}: {path}")
+
+
 if __name__ == "__main__":
     cli()
