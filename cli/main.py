@@ -485,7 +485,23 @@ def demo(out, steps):
     click.echo(f"analysed {a['frames']} frames of {a['trajectory']}: RDF first peak at {a['rdf_first_peak_A']:.2f} Å, "
                f"MSD {a['msd_A2_at_last_lag']:.3g} Å^2 after {a['last_lag_steps']} steps")
     click.echo(f"analysis: {a['metrics']}, curves {a['curves']}, plots {', '.join(a['plots'])}")
+    b = summary["benchmark"]
+    pairs = list(b["noise_floor_rdf_mae"])
+    click.echo(f"\nshipped NequIP water models, {b['length_ps']:g} ps each, scored against the shipped SPC/Fw reference")
+    click.echo(f"{'model':>18} {'train':>6} {'test F MAE':>11} {'status':>9} {'stable ps':>9} "
+               + " ".join(f"{'RDF ' + p:>10}" for p in pairs))
+    for m in b["models"]:
+        rdf = " ".join(f"{_number(m['rdf_mae'].get(p), '.3f'):>10}" for p in pairs)
+        click.echo(f"{m['model']:>18} {m['train_frames']:>6} {m['test_force_mae_meV_A']:>7.1f} meV {m['status']:>9} "
+                   f"{_number(m['stability_ps'], '.2f'):>9} {rdf}")
+    click.echo(f"{'noise floor':>18} {'':>6} {'':>11} {'':>9} {'':>9} "
+               + " ".join(f"{_number(b['noise_floor_rdf_mae'][p], '.3f'):>10}" for p in pairs))
     click.echo(f"summary: {Path(out).resolve() / 'summary.json'}")
+
+
+def _number(value, spec: str) -> str:
+    """A metric for a table: formatted, or "n/a" when it could not be computed (never 0)."""
+    return "n/a" if value is None else format(value, spec)
 
 
 @cli.group()
