@@ -170,3 +170,14 @@ def test_cli_refuses_a_system_without_a_recipe():
     result = CliRunner().invoke(cli, ["reference", "lips"])
     assert result.exit_code == 2 and "no reference recipe for 'lips'" in result.output
     assert set(RECIPES) >= {"water", "md17_ethanol", "md17_aspirin", "alanine_dipeptide", "cuzr_liquid"}
+
+
+def test_a_missing_engine_is_named_with_how_to_install_it(monkeypatch, tmp_path):
+    import sys
+
+    from lmpbench.reference import ReferenceError
+
+    monkeypatch.setitem(sys.modules, "tblite.ase", None)  # import fails as if tblite were absent
+    with pytest.raises(ReferenceError, match=r"needs tblite: pip install tblite==0\.8\.0"):
+        make_reference("md17_aspirin", tmp_path, short=True)
+    assert not any(tmp_path.iterdir())  # nothing written
