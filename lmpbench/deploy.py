@@ -111,12 +111,19 @@ class SourceModel:
     sha256: str
     targets: tuple[str, ...]  # supported targets, preferred first for one rank
     load: Callable = field(repr=False)  # () -> the model in Python (nequip GraphModel or contract module)
+    architecture: str = ""  # the model's architecture when the kind holds several (nequip: nequip or allegro)
 
 
 def _nequip_num_layers(model) -> int:
     """Message-passing depth of a nequip model: its interaction blocks (1 for strictly local)."""
     blocks = sum(type(m).__name__ == "InteractionBlock" for m in model.modules())
     return max(1, blocks)
+
+
+def _nequip_architecture(model) -> str:
+    """``allegro`` for models built by nequip-allegro (same framework, files and route), else ``nequip``."""
+    packages = {type(m).__module__.split(".")[0] for m in model.modules()}
+    return "allegro" if "allegro" in packages else "nequip"
 
 
 def _load_nequip(path: Path) -> SourceModel:
@@ -140,7 +147,8 @@ def _load_nequip(path: Path) -> SourceModel:
     meta = model.metadata
     metadata = ModelMetadata(r_max=float(meta["r_max"]), type_names=meta["type_names"].split(" "),
                              num_layers=_nequip_num_layers(model), model_dtype=meta["model_dtype"])
-    return SourceModel(path, "nequip", metadata, sha256(path), ("aoti-local", "aoti-ghost", "torchscript-ghost"), load)
+    return SourceModel(path, "nequip", metadata, sha256(path), ("aoti-local", "aoti-ghost", "torchscript-ghost"), load,
+                       architecture=_nequip_architecture(model))
 
 
 def _load_torchscript(path: Path) -> SourceModel:
@@ -238,6 +246,14 @@ def _provenance(source: SourceModel, target: DeployTarget, device: str) -> dict[
         "target": target.name,
         "device": device,
     }
+    if source.architecture:
+        from importlib.metadata import PackageNotFoundError, version
+
+        info["architecture"] = source.architecture
+        package = {"allegro": "nequip-allegro"}.get(source.architecture)
+        if package:
+            with contextlib.suppress(PackageNotFoundError):
+                info[f"{source.architecture}_version"] = version(package)
     if device == "cpu":
         info["cpu_isa"] = torch.backends.cpu.get_cpu_capability()
     else:
@@ -537,7 +553,7 @@ def deploy(model: str | Path, out: str | Path, target: str = "auto", ranks: int 
         # packages record their name inside), checked, and only then moved into place
         staging_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
         staging = staging_dir / out.name
-        echo(f"deploying {source.path} ({source.kind}, {', '.join(source.metadata.type_names)}, r_max "
+        echo(f"deploying {source.path} ({source.architecture or source.kind}, {', '.join(source.metadata.type_names)}, r_max "
              f"{source.metadata.r_max}, {source.metadata.num_layers} layer(s)) as {name} on {device}")
         try:
             EXPORTERS[name](source, staging, device, _provenance(source, spec, device))

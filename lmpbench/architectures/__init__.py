@@ -125,3 +125,4 @@ def config_text(config: dict) -> str:
 
 
 from lmpbench.architectures import nequip as _nequip  # noqa: E402,F401  (registers the built-in entries)
+from lmpbench.architectures import allegro as _allegro  # noqa: E402,F401
