@@ -606,7 +606,8 @@ def reference_cmd(system_name, out, short, seeds, first_seed):
               help="A reference set (folder or reference.json of `lmpbench reference --seeds 2`): its noise floor and "
                    "reference D (repeatable, one per system).")
 @click.option("--no-snapshots", is_flag=True, help="Skip the rendered first and collapse frames.")
-def report_cmd(run_dirs, out, references, no_snapshots):
+@click.option("--run-plots", is_flag=True, help="Also each run's own curves, as `analyze --plot` (about 1 s per run).")
+def report_cmd(run_dirs, out, references, no_snapshots, run_plots):
     """Leaderboard of models x systems x seeds from analysed run folders.
 
     RUN_DIRS are run folders (`lmpbench run` + `lmpbench analyze`, or imported MDsim runs) or
@@ -615,7 +616,7 @@ def report_cmd(run_dirs, out, references, no_snapshots):
     from lmpbench.report import ReportError, build_report
 
     try:
-        result = build_report(run_dirs, out, references, snapshots=not no_snapshots)
+        result = build_report(run_dirs, out, references, snapshots=not no_snapshots, run_plots=run_plots)
     except ReportError as err:
         raise click.ClickException(str(err)) from None
     except OSError as err:

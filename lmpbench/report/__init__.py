@@ -52,11 +52,12 @@ def read_references(paths) -> dict:
     return references
 
 
-def build_report(run_dirs, out, references=(), *, snapshots: bool = True, run_plots: bool = True) -> Report:
+def build_report(run_dirs, out, references=(), *, snapshots: bool = True, run_plots: bool = False) -> Report:
     """Read ``run_dirs`` (run folders or folders of them) and the ``references`` (reference set
     folders or reference.json files), write the report files into ``out``; returns what was
     written. Unreadable runs are listed with their reason; only bad references or an unusable
-    ``out`` raise ``ReportError``."""
+    ``out`` raise ``ReportError``. ``run_plots``: also each run's own curves (as ``analyze
+    --plot``; about a second per run, so off by default)."""
     from lmpbench.report import export, html
     from lmpbench.report.table import build_tables
 

@@ -238,7 +238,8 @@ def _flatten_metrics(record: RunRecord) -> None:
         values = [record.values[k] for k in pairs]
         record.values["rdf_mae"] = float(np.mean(values)) if all(v is not None for v in values) else None
         if record.values["rdf_mae"] is None:
-            record.reasons["rdf_mae"] = "a partial RDF error is missing"
+            missing = next(k for k in pairs if record.values[k] is None)
+            record.reasons["rdf_mae"] = f"{missing}: {record.reasons.get(missing, 'missing')}"
     if "energy_drift" in record.values and record.values["energy_drift"] is not None:
         record.values["energy_drift_abs"] = abs(record.values["energy_drift"])
     force_error(record)
