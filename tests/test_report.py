@@ -273,6 +273,25 @@ def test_bad_input_gets_one_line(tmp_path):
     assert result.exit_code == 0 and "unreadable: 1" in result.output
 
 
+def test_malformed_values_are_listed_not_fatal(tmp_path):
+    """Fields of the wrong type in run.json and metrics.json: the run is listed, its values missing."""
+    _run_json(tmp_path / "runs" / "weird", "m0", 1, "finished", collapse="x", speed=[1])
+    (tmp_path / "runs" / "weird" / "metrics.json").write_text(json.dumps({"metrics": {
+        "stability_ps": "abc", "rdf_mae": {"O-O": [1]}, "rdf_window_errors": {"windows": "oops"}, "forces": 3}}))
+    (tmp_path / "runs" / "imported").mkdir()
+    (tmp_path / "runs" / "imported" / "metrics.json").write_text(json.dumps({
+        "imported": True, "source": [1], "system": 5, "run_collapse": 1, "metrics": {}}))
+    (tmp_path / "runs" / "weird" / "thermo.dat").write_text("# step time temp\nnot numbers\n")
+    result = CliRunner().invoke(cli, ["report", str(tmp_path / "runs"), "-o", str(tmp_path / "out"), "--no-snapshots"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "out" / "report.json").read_text())
+    weird = next(r for r in doc["runs"] if r["folder"].endswith("weird"))
+    assert weird["values"]["stability_ps"] is None and weird["values"]["rdf_mae.O-O"] is None
+    assert weird["values"]["forces_mae"] is None and weird["values"]["steps_per_s"] is None
+    imported = next(r for r in doc["runs"] if r["folder"].endswith("imported"))
+    assert imported["status"] == "not finished" and imported["system"] is None
+
+
 def test_real_runs(tmp_path):
     """Two short LAMMPS runs of the LJ stand-in, each analysed against the other: the report's
     h(r) error (the same both ways: mae is symmetric) and speed are those in the files lmpbench wrote."""

@@ -38,6 +38,7 @@ class Report:
     figures: dict = field(default_factory=dict)  # system -> [plots.Figure]
     snapshots: dict = field(default_factory=dict)  # system -> [(title, snapshot.Snapshot)]
     run_plots: dict = field(default_factory=dict)  # run folder -> [PNG paths]
+    figure_problems: dict = field(default_factory=dict)  # system -> [why a figure is missing]
     files: dict = field(default_factory=dict)  # kind -> path written
 
 
@@ -85,10 +86,18 @@ def _figures(report: Report, snapshots: bool, run_plots: bool) -> None:
     folder = report.out / "plots"
     for table in report.tables:
         d_ref = reference_diffusivity(report.references.get(table.system))
-        made = [plots.overview(table, folder), plots.structure_overlay(table, folder),
-                plots.diffusion(table, folder, d_ref), plots.stability_over_time(table, folder),
-                plots.free_energy(table, folder)]
-        report.figures[table.system] = [f for f in made if f is not None]
+        makers = [("overview", plots.overview, ()), ("structure", plots.structure_overlay, ()),
+                  ("diffusion", plots.diffusion, (d_ref,)), ("stability", plots.stability_over_time, ()),
+                  ("free energy", plots.free_energy, ())]
+        report.figures[table.system], report.figure_problems[table.system] = [], []
+        for name, make, extra in makers:
+            try:
+                figure = make(table, folder, *extra)
+            except (ValueError, TypeError, KeyError, IndexError) as err:  # malformed values in a run's files
+                report.figure_problems[table.system].append(f"{name} figure not drawn: {type(err).__name__}: {err}")
+                continue
+            if figure is not None:
+                report.figures[table.system].append(figure)
         if snapshots:
             report.snapshots[table.system] = _snapshots(table, folder / "snapshots")
     if run_plots:

@@ -113,7 +113,9 @@ def find_run_folders(paths) -> tuple[list[Path], list[RunRecord]]:
 
 
 def _is_run_folder(path: Path) -> bool:
-    return path.is_dir() and any((path / name).is_file() for name in ("run.json", "metrics.json"))
+    """A lmpbench run folder, an analysed folder, or an MDsim run folder (atoms.traj + thermo.log)."""
+    return path.is_dir() and (any((path / name).is_file() for name in ("run.json", "metrics.json"))
+                              or all((path / name).is_file() for name in ("atoms.traj", "thermo.log")))
 
 
 def read_run(folder: Path) -> RunRecord:
@@ -156,6 +158,11 @@ def _read_metrics(path: Path) -> tuple[dict | None, str | None]:
     return doc, None
 
 
+def _table(value) -> dict | None:
+    """``value`` when it is a JSON object, else None: fields readers rely on but run.json does not check."""
+    return value if isinstance(value, dict) else None
+
+
 def _from_manifest(folder: Path, manifest: dict) -> RunRecord:
     model = manifest["model"]
     if model["kind"] == "deployed":
@@ -165,7 +172,7 @@ def _from_manifest(folder: Path, manifest: dict) -> RunRecord:
         model_id = f"{model['kind']}:{model.get('name', '?')}"
         name = model_id
     record = RunRecord(folder, manifest["status"], source="lammps", system=manifest["system"]["name"], model_id=model_id,
-                       model_name=name, seed=manifest.get("seed"), collapse=manifest.get("collapse"),
+                       model_name=name, seed=manifest.get("seed"), collapse=_table(manifest.get("collapse")),
                        hardware=_hardware(manifest), elements=list(manifest["type_elements"]),
                        trajectory=folder / "traj.dump" if (folder / "traj.dump").is_file() else None)
     protocol = manifest["protocol"]
@@ -174,7 +181,7 @@ def _from_manifest(folder: Path, manifest: dict) -> RunRecord:
     record.model_file = model.get("file")
     metadata = model.get("metadata")
     record.model_source = metadata.get("source_file") if isinstance(metadata, dict) else None
-    speed = manifest.get("speed") or {}
+    speed = _table(manifest.get("speed")) or {}
     for key in ("steps_per_s", "ns_per_day"):
         value = speed.get(key)
         record.values[key] = float(value) if _is_number(value) else None
@@ -186,13 +193,15 @@ def _from_manifest(folder: Path, manifest: dict) -> RunRecord:
 
 
 def _from_imported(folder: Path, doc: dict) -> RunRecord:
-    source = doc.get("source") or {}
-    name = doc.get("model") or source.get("model") or folder.name
-    record = RunRecord(folder, doc.get("status") or "not finished", source="mdsim (imported)", system=doc.get("system"),
+    source = _table(doc.get("source")) or {}
+    name = str(doc.get("model") or source.get("model") or folder.name)
+    status = doc.get("status") if doc.get("status") in ("finished", "collapsed") else "not finished"
+    system = doc.get("system") if isinstance(doc.get("system"), str) else None
+    record = RunRecord(folder, status, source="mdsim (imported)", system=system,
                        model_id=f"mdsim:{name}", model_name=f"{name} (MDsim)",
-                       seed=(source.get("config") or {}).get("seed"), collapse=doc.get("run_collapse"),
+                       seed=(_table(source.get("config")) or {}).get("seed"), collapse=_table(doc.get("run_collapse")),
                        hardware="not recorded (imported MDsim run)",
-                       elements=list((doc.get("types") or {}).get("elements") or []),
+                       elements=[str(e) for e in (_table(doc.get("types")) or {}).get("elements") or []],
                        trajectory=folder / "atoms.traj" if (folder / "atoms.traj").is_file() else None)
     for key in ("steps_per_s", "ns_per_day"):
         record.values[key], record.reasons[key] = None, "not recorded by MDsim"

@@ -39,6 +39,11 @@ def methods() -> list:
     ]
 
 
+CELL_LEGEND = ("Cells: mean [95% t interval] over the pooled seeds (stability: mean ± standard deviation [interval]), "
+               "(n/N seeds) when some lack the value; — missing (the reason in runs.csv and leaderboard.csv); "
+               "≤nf at or below the noise floor.")
+
+
 def metric_rows() -> list:
     return [(m.label, m.unit or "dimensionless", m.better or "closer to the reference", m.definition) for m in METRICS]
 
@@ -79,10 +84,12 @@ def _markdown_table(head: list, rows: list) -> str:
 
 
 def markdown(report) -> str:
-    parts = ["# lmpbench report", "", f"{len(report.records)} run folder(s): " + _counts(report.records) + ".", ""]
+    parts = ["# lmpbench report", "", f"{len(report.records)} run folder(s): " + _counts(report.records) + ".", "",
+             CELL_LEGEND, ""]
     for table in report.tables:
         parts += [f"## {table.system}", "", _markdown_table(headers(table), leaderboard_rows(table)), "",
                   table.sentence, ""]
+        parts += [f"{problem}" for problem in report.figure_problems.get(table.system, [])]
         for figure in report.figures.get(table.system, []):
             parts += [f"![{figure.title}]({_relative(figure.file, report.out)})", "", f"*{figure.caption}*", ""]
         for title, snap in report.snapshots.get(table.system, []):

@@ -18,7 +18,7 @@ table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.85em; }
 th, td { border: 1px solid #bbb; padding: 0.25em 0.5em; text-align: left; vertical-align: top; }
 th { background: #eee; }
 tr.noise td { background: #f6f3e6; font-style: italic; }
-td.missing { color: #a00; }
+td.missing, p.missing { color: #a00; }
 .status-collapsed { color: #a40; } .status-failed, .status-unreadable { color: #a00; }
 .status-interrupted, .status-running { color: #660; }
 p.answer { font-weight: 600; background: #eef4ff; padding: 0.5em; }
@@ -70,7 +70,8 @@ def _system_section(report, table) -> str:
     rows = leaderboard_rows(table)
     classes = [""] * len(table.rows) + (["noise"] if table.noise_floor else [])
     parts.append(_table(headers(table), rows, classes, _missing_titles(table)))
-    parts.append("<p>Cells: mean [95% t interval] over the pooled seeds, (n/N seeds) when some lack the value; "
+    parts.append("<p>Cells: mean [95% t interval] over the pooled seeds (stability: mean ± standard deviation "
+                 "[interval]), (n/N seeds) when some lack the value; "
                  "— missing (hover for why); ≤nf at or below the noise floor.</p>")
     parts.append(f"<p class='answer'>{escape(table.sentence)}</p>")
     corr_rows = [[metric(name).label, _num(r.get("tau")), _interval(r), _num(r.get("p")), r["n"], r.get("reason", "")]
@@ -80,6 +81,8 @@ def _system_section(report, table) -> str:
                             corr_rows))
     hardware = sorted({h for row in table.rows for h in row.hardware})
     parts.append("<p>Hardware of the speed columns: " + escape("; ".join(hardware) or "not recorded") + ".</p>")
+    for problem in report.figure_problems.get(table.system, []):
+        parts.append(f"<p class='missing'>{escape(problem)}</p>")
     for figure in report.figures.get(table.system, []):
         parts.append(_figure(figure.file, figure.title, figure.caption))
     for title, snap in report.snapshots.get(table.system, []):

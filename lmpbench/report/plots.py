@@ -140,12 +140,23 @@ def _thermo(run) -> np.ndarray | None:
     return rows if rows.shape[1] >= 3 and len(rows) else None
 
 
+def _windows(run) -> np.ndarray | None:
+    """The run's RDF-window errors as rows (last step, error), or None when it has none readable."""
+    record = run.metrics.get("rdf_window_errors")
+    if not isinstance(record, dict) or not record.get("windows") or not run.timestep_fs:
+        return None
+    try:
+        data = np.array([w[1:3] for w in record["windows"]], dtype=float)
+    except (TypeError, ValueError, IndexError):  # not a list of (first step, last step, error)
+        return None
+    return data if data.ndim == 2 and data.shape[1] == 2 else None
+
+
 def stability_over_time(table: SystemTable, out: Path) -> Figure | None:
     """Temperature of every seed against time (collapse marked), and the RDF-window errors."""
     runs = [(row, run) for row in table.rows for run in row.runs]
     thermo = [(row, run, t) for row, run in runs if (t := _thermo(run)) is not None]
-    windows = [(row, run) for row, run in runs
-               if (run.metrics.get("rdf_window_errors") or {}).get("windows") and run.timestep_fs]
+    windows = [(row, run, w) for row, run in runs if (w := _windows(run)) is not None]
     if not thermo and not windows:
         return None
     plt = _pyplot()
@@ -162,12 +173,10 @@ def stability_over_time(table: SystemTable, out: Path) -> Figure | None:
         axes[0][0].legend(fontsize=6)
     if windows:
         ax = axes[0][1]
-        for row, run in windows:
-            record = run.metrics["rdf_window_errors"]
-            data = np.array([w[1:] for w in record["windows"]], dtype=float)
+        for row, run, data in windows:
             ax.plot(data[:, 0] * run.timestep_fs / 1000.0, data[:, 1], "o-", ms=2, color=colors[row.model_id], label=run.label)
         threshold = windows[0][1].metrics["rdf_window_errors"].get("threshold")
-        if threshold is not None:
+        if isinstance(threshold, (int, float)):
             ax.axhline(threshold, color="k", ls="--", label="collapse threshold")
         ax.set(xlabel="time (ps)", ylabel="window RDF error", title="RDF error of each 1 ps window")
         ax.legend(fontsize=6)

@@ -239,11 +239,17 @@ def format_value(value: float | None) -> str:
     return f"{value:.2e}"
 
 
+SPREAD_SHOWN = ("stability_ps",)  # cells that also show the seeds' standard deviation
+
+
 def format_cell(cell: Cell | None) -> str:
-    """'mean [low, high] (n/N)' with the seed count when some are missing; '—' when none."""
+    """'mean [low, high] (n/N)' with the seed count when some are missing, '± s' for the
+    stability; '—' when none."""
     if cell is None or cell.mean is None:
         return "—"
     text = format_value(cell.mean)
+    if cell.metric in SPREAD_SHOWN and cell.std is not None:
+        text += f" ± {format_value(cell.std)}"
     if cell.low is not None:
         text += f" [{format_value(cell.low)}, {format_value(cell.high)}]"
     if cell.n < cell.of and cell.metric not in MODEL_METRICS:
