@@ -106,27 +106,34 @@ def diffusion(table: SystemTable, out: Path, d_ref: float | None) -> Figure | No
     if not rows and not msd_rows:
         return None
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.4))
-    for row, curves in msd_rows:
-        for key in (k for k in curves if k.startswith("msd_") and k != "msd_lag_ps"):
-            axes[0].plot(curves["msd_lag_ps"], curves[key], label=f"{row.model_name} {key[4:]}")
-    axes[0].set(xlabel="lag (ps)", ylabel="MSD (Å²)", title="mean-squared displacement")
+    panels = bool(msd_rows) + bool(rows)
+    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 3.4), squeeze=False)
+    axes = list(axes[0])
     if msd_rows:
-        axes[0].legend(fontsize=7)
-    else:
-        axes[0].text(0.5, 0.5, "no MSD curves in curves.npz", ha="center", va="center", transform=axes[0].transAxes)
+        ax = axes.pop(0)
+        for row, curves in msd_rows:
+            for key in (k for k in curves if k.startswith("msd_") and k != "msd_lag_ps"):
+                ax.plot(curves["msd_lag_ps"], curves[key], label=f"{row.model_name} {key[4:]}")
+        ax.set(xlabel="lag (ps)", ylabel="MSD (Å²)", title="mean-squared displacement")
+        ax.legend(fontsize=7)
+    if not rows:
+        return Figure(_save(fig, out / f"{table.system}_diffusion.png"), f"{table.system}: MSD",
+                      "MSD over all time origins, mean over the model's pooled seeds; no run has a D.")
+    ax_d = axes[0]  # what is left: the D panel
     for i, row in enumerate(rows):
         cell = row.cells["diffusivity"]
         err = None if cell.low is None else [[cell.mean - cell.low], [cell.high - cell.mean]]
-        axes[1].errorbar([i], [cell.mean], yerr=err, fmt="o", capsize=4)
+        ax_d.errorbar([i], [cell.mean], yerr=err, fmt="o", capsize=4)
     if d_ref is not None:
-        axes[1].axhline(d_ref, color="k", ls="--", label="reference")
-        axes[1].legend(fontsize=7)
-    axes[1].set_xticks(range(len(rows)), [row.model_name for row in rows], rotation=20, fontsize=7)
-    axes[1].set(ylabel="D (1e-9 m²/s)", title="diffusivity, mean and 95% t interval")
-    return Figure(_save(fig, out / f"{table.system}_diffusion.png"), f"{table.system}: MSD and diffusivity",
+        ax_d.axhline(d_ref, color="k", ls="--", label="reference")
+        ax_d.legend(fontsize=7)
+    ax_d.set_xticks(range(len(rows)), [row.model_name for row in rows], rotation=20, fontsize=7)
+    ax_d.set(ylabel="D (1e-9 m²/s)", title="diffusivity, mean and 95% t interval")
+    return Figure(_save(fig, out / f"{table.system}_diffusion.png"),
+                  f"{table.system}: {'MSD and ' if msd_rows else ''}diffusivity",
                   "D = MSD/(6 tau) at the protocol's lag; error bars: 95% t interval over seeds; dashed: the reference "
-                  "set's mean D." + ("" if d_ref is not None else " No reference D was given."))
+                  "set's mean D." + ("" if d_ref is not None else " No reference D was given.")
+                  + ("" if msd_rows else " (The runs' curves.npz hold no MSD curve.)"))
 
 
 def _thermo(run) -> np.ndarray | None:
@@ -162,19 +169,29 @@ def stability_over_time(table: SystemTable, out: Path) -> Figure | None:
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2 if windows else 1, figsize=(9.6 if windows else 5.2, 3.6), squeeze=False)
     colors = {row.model_id: f"C{i % 10}" for i, row in enumerate(table.rows)}
+    labelled = set()
+
+    def label(row):  # one legend entry per model, not per seed
+        if row.model_id in labelled:
+            return None
+        labelled.add(row.model_id)
+        return row.model_name
+
     for row, run, rows in thermo:
-        axes[0][0].plot(rows[:, 1], rows[:, 2], color=colors[row.model_id], lw=0.8, label=run.label)
+        axes[0][0].plot(rows[:, 1], rows[:, 2], color=colors[row.model_id], lw=0.8, label=label(row))
         if run.collapse and run.collapse.get("time_ps") is not None:
             axes[0][0].axvline(run.collapse["time_ps"], color=colors[row.model_id], ls=":", lw=1)
-    axes[0][0].set(xlabel="time (ps)", ylabel="T (K)", title="temperature per seed (dotted: collapse)")
+    axes[0][0].set(xlabel="time (ps)", ylabel="T (K)", title="temperature, one line per seed (dotted: collapse)")
     if thermo and max(float(np.nanmax(t[:, 2])) for _, _, t in thermo) > 5000:  # a blown-up run: keep the rest readable
         axes[0][0].set_yscale("symlog", linthresh=1000)
     if thermo:
         axes[0][0].legend(fontsize=6)
     if windows:
         ax = axes[0][1]
+        labelled.clear()
         for row, run, data in windows:
-            ax.plot(data[:, 0] * run.timestep_fs / 1000.0, data[:, 1], "o-", ms=2, color=colors[row.model_id], label=run.label)
+            ax.plot(data[:, 0] * run.timestep_fs / 1000.0, data[:, 1], "o-", ms=2, color=colors[row.model_id],
+                    label=label(row))
         threshold = windows[0][1].metrics["rdf_window_errors"].get("threshold")
         if isinstance(threshold, (int, float)):
             ax.axhline(threshold, color="k", ls="--", label="collapse threshold")

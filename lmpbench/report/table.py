@@ -162,7 +162,8 @@ def columns_of(rows: list, noise_floor: dict) -> list:
     ordered = [m.name for m in METRICS if m.name in present and m.name != "rdf_mae"]
     pairs = sorted(name for name in present if name.startswith("rdf_mae."))
     if pairs:  # the mean over pairs, then each pair, where the partial RDFs go
-        at = ordered.index("structural_stability_ps") + 1 if "structural_stability_ps" in ordered else len(ordered)
+        after = [ordered.index(n) + 1 for n in ("stability_ps", "structural_stability_ps") if n in ordered]
+        at = max(after) if after else len(ordered)
         ordered[at:at] = ["rdf_mae"] + pairs
     return ordered
 
