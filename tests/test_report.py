@@ -315,3 +315,35 @@ def test_real_runs(tmp_path):
     assert float(rows["steps_per_s"]["mean"]) == pytest.approx(np.mean(speeds))
     low, high = stats.t.interval(0.95, 1, loc=np.mean(speeds), scale=stats.sem(speeds))
     assert (float(rows["steps_per_s"]["ci95_low"]), float(rows["steps_per_s"]["ci95_high"])) == pytest.approx((low, high))
+
+
+def test_free_energy_panels_and_pmf_columns(tmp_path):
+    """Alanine dipeptide: the PMF errors pooled as the runs wrote them, and one FES panel per model beside the reference's."""
+    import matplotlib.image
+
+    from lmpbench.report import plots
+    from lmpbench.report.collect import read_run
+    from lmpbench.report.table import build_tables
+
+    grid = np.linspace(-180, 177, 60)
+    phi, psi = np.meshgrid(np.radians(grid), np.radians(grid), indexing="ij")
+    written = {}
+    for k, seed in ((0, 1), (0, 2), (1, 1)):
+        folder = tmp_path / f"a{k}_{seed}"
+        _run_json(folder, f"a{k}", seed, "finished")
+        manifest = json.loads((folder / "run.json").read_text())
+        manifest["system"] = {"name": "alanine_dipeptide", "category": "molecule"}
+        (folder / "run.json").write_text(json.dumps(manifest))
+        pmf = {"phi": 1.0 + k + 0.1 * seed, "psi": 2.0 + k - 0.1 * seed}
+        (folder / "metrics.json").write_text(json.dumps({"metrics": {
+            "pmf_mae": {axis: {"value": v} for axis, v in pmf.items()}, "stability_ps": {"value": 5.0}}}))
+        np.savez(folder / "curves.npz", phi_deg=grid, psi_deg=grid, fes_kJ_mol=10 * (1 + np.cos(phi - k) * np.cos(psi)),
+                 fes_ref_kJ_mol=10 * (1 + np.cos(phi) * np.cos(psi)))
+        written.setdefault(f"a{k}", []).append(pmf)
+    (table,) = build_tables([read_run(tmp_path / name) for name in ("a0_1", "a0_2", "a1_1")], {})
+    for row in table.rows:
+        for axis in ("phi", "psi"):
+            assert row.cells[f"pmf_mae.{axis}"].mean == pytest.approx(np.mean([p[axis] for p in written[row.model_name]]))
+    figure = plots.free_energy(table, tmp_path / "plots")
+    pixels = matplotlib.image.imread(figure.file)
+    assert pixels.shape[1] > 3 * 300 and pixels[..., :3].std() > 0.05  # three panels: a0, a1, the reference
