@@ -7,7 +7,8 @@ metric a run lacks is left out of that cell's mean and counted as missing (the c
 "n of N seeds"); it is never taken as zero.
 
 The model's force and energy MAE are properties of the model, not of a seed: the mean over
-every run of the model that has one. Speed is pooled over every run that timed its steps.
+every run of the model that has one, without an interval. Speed is pooled over every run that
+timed its steps.
 """
 
 from __future__ import annotations
@@ -135,6 +136,8 @@ def pool(runs: list, name: str) -> Cell:
         reasons = reasons if all(v is None for v in values) else []
         values = [v for v in values if v is not None] or values[:1]
     stats = mean_interval(values)
+    if name in MODEL_METRICS:  # one model's repeated number: its seeds are no sample, so no interval
+        stats["low"] = stats["high"] = None
     return Cell(name, stats["mean"], stats["low"], stats["high"], stats["std"], stats["n"], len(values), values, reasons)
 
 
@@ -197,27 +200,29 @@ def _agreement(m: Metric, result: dict) -> str:
 def correlation_sentence(system: str, rows: list, found: dict) -> str:
     """The benchmark's question for ``system`` answered in one sentence, whatever the numbers say."""
     with_force = sum(1 for row in rows if row.cells.get("forces_mae") and row.cells["forces_mae"].mean is not None)
+    head = f"{system} ({len(rows)} model(s), {with_force} with a force MAE): "
     if not found:
-        return f"{system}: no simulation metric to rank against force MAE."
-    parts, verdicts = [], {}
+        return head + "no simulation metric to rank against force MAE."
+    parts, verdicts, skipped = [], {}, []
     for name, result in found.items():
         m = metric(name)
         if result.get("tau") is None:
-            parts.append(f"{m.label}: not computable ({result['reason']})")
+            skipped.append(m.label)
             continue
         interval = (f"95% interval [{result['low']:+.2f}, {result['high']:+.2f}]" if result.get("low") is not None
                     else "no interval (fewer than 5 models)")
         parts.append(f"{m.label} τ = {result['tau']:+.2f} ({interval}, p = {result['p']:.2g}, n = {result['n']})")
         verdicts.setdefault(_agreement(m, result), []).append(m.label)
-    if verdicts.get("agrees") or verdicts.get("disagrees"):
-        verdict = "; ".join(f"a lower force MAE went with a {'better' if k == 'agrees' else 'worse'} "
-                            f"{', '.join(v)}" for k, v in verdicts.items() if k != "open" and v)
-        if verdicts.get("open"):
-            verdict += f", and no ranking was established for {', '.join(verdicts['open'])}"
-    else:
-        verdict = "the data establish no rank agreement between force MAE and any simulation metric"
-    return (f"{system} ({len(rows)} model(s), {with_force} with a force MAE): rank correlation of force MAE with "
-            + "; ".join(parts) + f": {verdict}.")
+    not_ranked = (f"too few models with both values (or no spread) to rank force MAE against {', '.join(skipped)}"
+                  if skipped else "")
+    if not parts:
+        return head + not_ranked + " (a rank correlation needs at least 3 models)."
+    settled = [f"a lower force MAE went with a {'better' if k == 'agrees' else 'worse'} {', '.join(v)}"
+               for k, v in verdicts.items() if k != "open"]
+    if verdicts.get("open"):
+        settled.append(f"no rank agreement was established for {', '.join(verdicts['open'])}")
+    return (head + "Kendall tau of force MAE with " + "; ".join(parts) + ": " + "; ".join(settled)
+            + (f"; {not_ranked}" if not_ranked else "") + ".")
 
 
 def build_tables(records: list[RunRecord], references: dict) -> list[SystemTable]:
