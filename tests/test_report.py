@@ -347,3 +347,21 @@ def test_free_energy_panels_and_pmf_columns(tmp_path):
     figure = plots.free_energy(table, tmp_path / "plots")
     pixels = matplotlib.image.imread(figure.file)
     assert pixels.shape[1] > 3 * 300 and pixels[..., :3].std() > 0.05  # three panels: a0, a1, the reference
+
+
+def test_snapshot_falls_back_to_matplotlib(tmp_path, monkeypatch):
+    """When ovito cannot render, the frame is a matplotlib 3-D scatter and the method says why."""
+    import matplotlib.image
+
+    from lmpbench.report import snapshot
+
+    def no_renderer(*args):
+        raise RuntimeError("no Vulkan device\nmore lines")
+
+    monkeypatch.setattr(snapshot, "_render_ovito", no_renderer)
+    _dump(tmp_path / "traj.dump", [0, 100, 200])
+    frame = snapshot.frame_at(tmp_path / "traj.dump", ["O", "H"], 150)
+    assert frame.step == 100  # the last frame at or before the step asked for
+    shot = snapshot.render(frame, ["O", "H"], tmp_path / "snap.png")
+    assert shot.method == "matplotlib 3-D scatter (ovito could not render: no Vulkan device)"
+    assert matplotlib.image.imread(shot.file)[..., :3].std() > 0.01
