@@ -130,6 +130,8 @@ def read_run(folder: Path) -> RunRecord:
         record = _from_manifest(folder, manifest)
     elif metrics_doc is not None and metrics_doc.get("imported"):
         record = _from_imported(folder, metrics_doc)
+    elif metrics_doc is None and (folder / "atoms.traj").is_file():
+        return RunRecord(folder, "not analysed", source="mdsim (imported)", notes=[metrics_problem])
     else:
         return RunRecord(folder, "unreadable", notes=[metrics_problem or f"{folder}: metrics.json without run.json "
                                                       "is not an imported (MDsim) run"])
@@ -139,7 +141,8 @@ def read_run(folder: Path) -> RunRecord:
         metrics = metrics_doc.get("metrics")
         if isinstance(metrics, dict):
             record.metrics = metrics
-            record.frame_dt_ps = metrics_doc.get("frame_interval_ps") or record.frame_dt_ps
+            if _is_number(metrics_doc.get("frame_interval_ps")):
+                record.frame_dt_ps = float(metrics_doc["frame_interval_ps"])
         else:
             record.notes.append(f"{folder / 'metrics.json'} has no metrics table")
     _flatten_metrics(record)
@@ -158,6 +161,10 @@ def _read_metrics(path: Path) -> tuple[dict | None, str | None]:
     return doc, None
 
 
+def _seed(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _table(value) -> dict | None:
     """``value`` when it is a JSON object, else None: fields readers rely on but run.json does not check."""
     return value if isinstance(value, dict) else None
@@ -166,13 +173,13 @@ def _table(value) -> dict | None:
 def _from_manifest(folder: Path, manifest: dict) -> RunRecord:
     model = manifest["model"]
     if model["kind"] == "deployed":
-        model_id = model.get("sha256") or model.get("file")
-        name = Path(model.get("file", "model")).stem
+        model_id = str(model.get("sha256") or model.get("file"))
+        name = Path(str(model.get("file") or "model")).stem
     else:
         model_id = f"{model['kind']}:{model.get('name', '?')}"
         name = model_id
     record = RunRecord(folder, manifest["status"], source="lammps", system=manifest["system"]["name"], model_id=model_id,
-                       model_name=name, seed=manifest.get("seed"), collapse=_table(manifest.get("collapse")),
+                       model_name=name, seed=_seed(manifest.get("seed")), collapse=_table(manifest.get("collapse")),
                        hardware=_hardware(manifest), elements=list(manifest["type_elements"]),
                        trajectory=folder / "traj.dump" if (folder / "traj.dump").is_file() else None)
     protocol = manifest["protocol"]
@@ -199,7 +206,7 @@ def _from_imported(folder: Path, doc: dict) -> RunRecord:
     system = doc.get("system") if isinstance(doc.get("system"), str) else None
     record = RunRecord(folder, status, source="mdsim (imported)", system=system,
                        model_id=f"mdsim:{name}", model_name=f"{name} (MDsim)",
-                       seed=(_table(source.get("config")) or {}).get("seed"), collapse=_table(doc.get("run_collapse")),
+                       seed=_seed((_table(source.get("config")) or {}).get("seed")), collapse=_table(doc.get("run_collapse")),
                        hardware="not recorded (imported MDsim run)",
                        elements=[str(e) for e in (_table(doc.get("types")) or {}).get("elements") or []],
                        trajectory=folder / "atoms.traj" if (folder / "atoms.traj").is_file() else None)
