@@ -75,8 +75,9 @@ def plugin_path(as_dir):
 @click.option("--source", type=click.Path(exists=True, dir_okay=False),
               help="With --check: the trained model to compare with (default: the one recorded in the file).")
 def deploy(model, structure, out, target, ranks, device, dtype, check_only, source):
-    """Deploy a trained MODEL (nequip .ckpt / .nequip.zip, or a contract TorchScript .pt) for
-    pair style mlff, and check it against the model in Python."""
+    """Deploy a trained MODEL (nequip or Allegro .ckpt / .nequip.zip, a contract TorchScript .pt, or
+    a pretrained model by name: sevenn:7net-0) for pair style mlff, and check it against the
+    model in Python (the architecture's own ASE calculator)."""
     from lmpbench import deploy as lib
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch.export / inductor chatter

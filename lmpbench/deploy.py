@@ -112,6 +112,13 @@ class SourceModel:
     targets: tuple[str, ...]  # supported targets, preferred first for one rank
     load: Callable = field(repr=False)  # () -> the model in Python (nequip GraphModel or contract module)
     architecture: str = ""  # the model's architecture when the kind holds several (nequip: nequip or allegro)
+    # architecture adapters (pretrained models): their own exporters, reference calculator and check structure
+    exporters: dict = field(default_factory=dict, repr=False)  # target -> (source, out, device, provenance) -> None
+    calculator: Callable | None = field(default=None, repr=False)  # () -> the architecture's own ASE calculator
+    reference: str = ""  # that calculator, in words
+    check_elements: tuple[str, ...] = ()  # elements of the default check structure (default: all the model's)
+    spec: str = ""  # a pretrained model's name as given (sevenn:7net-0), recorded so --check can rebuild it
+    single_rank_reason: str = ""  # why no multi-rank target exists, when none does
 
 
 def _nequip_num_layers(model) -> int:
@@ -178,10 +185,31 @@ SOURCE_KINDS = (
 )
 
 
+def _load_pretrained(spec: str) -> SourceModel:
+    """``ARCH:NAME`` (or ``ARCH`` alone for the architecture's default model), weights from the installed wheel."""
+    arch, _, name = spec.partition(":")
+    if arch not in PRETRAINED_ARCHITECTURES:
+        raise DeployError(f"{spec}: no model file of that name, and {arch!r} names no architecture with pretrained "
+                          f"models (known: {', '.join(PRETRAINED_ARCHITECTURES)})")
+    import importlib
+
+    module = importlib.import_module(f"lmpbench.architectures.{PRETRAINED_ARCHITECTURES[arch]}")
+    try:
+        return module.pretrained_source(name or module.DEFAULT_PRETRAINED, spec)
+    except module.PretrainedError as err:
+        raise DeployError(str(err)) from None
+
+
+PRETRAINED_ARCHITECTURES = {"sevenn": "sevenn"}  # prefix of a pretrained name -> lmpbench.architectures module
+
+
 def load_source(path: str | Path) -> SourceModel:
+    if not Path(path).exists() and str(path).split(":")[0] in PRETRAINED_ARCHITECTURES:
+        return _load_pretrained(str(path))
     path = Path(path)
     if not path.is_file():
-        raise DeployError(f"model file {path} does not exist")
+        raise DeployError(f"model file {path} does not exist (pretrained models are named "
+                          f"{' or '.join(a + ':NAME' for a in PRETRAINED_ARCHITECTURES)})")
     for kind in SOURCE_KINDS:
         if path.name.endswith(kind.suffixes):
             return kind.load(path)
@@ -238,6 +266,7 @@ def _provenance(source: SourceModel, target: DeployTarget, device: str) -> dict[
 
     info = {
         "lmpbench_version": __version__,
+        **({"source_spec": source.spec} if source.spec else {}),
         "torch_version": torch.__version__,
         "nequip_version": nequip.__version__,
         "source_file": str(source.path.resolve()),
@@ -250,7 +279,7 @@ def _provenance(source: SourceModel, target: DeployTarget, device: str) -> dict[
         from importlib.metadata import PackageNotFoundError, version
 
         info["architecture"] = source.architecture
-        package = {"allegro": "nequip-allegro"}.get(source.architecture)
+        package = {"allegro": "nequip-allegro", "sevenn": "sevenn", "chgnet": "chgnet"}.get(source.architecture)
         if package:
             with contextlib.suppress(PackageNotFoundError):
                 info[f"{source.architecture}_version"] = version(package)
@@ -347,6 +376,47 @@ def _export_aoti_ghost(source: SourceModel, out: Path, device: str, provenance: 
         aot_export_model(model=wrapper, device=device, input_fields=inputs, output_fields=outputs,
                          data={k: v.to(device).contiguous() for k, v in data.items()}, batch_map=_dynamic_dims(),
                          output_path=str(out), inductor_configs={"aot_inductor.metadata": metadata})
+
+
+def contract_aoti_metadata(metadata: ModelMetadata, target: str, inputs: list[str], outputs: list[str],
+                           provenance: dict) -> dict[str, str]:
+    """AOTInductor metadata of an adapter's model: the contract keys the pair style reads, and provenance."""
+    from nequip.utils.aoti_metadata import NEQUIP_AOTI_INPUTS_KEY, NEQUIP_AOTI_OUTPUTS_KEY, serialize_aoti_keys
+
+    meta = dict(provenance)
+    meta.update({"contract_version": CONTRACT_VERSION, "graph": TARGETS[target].graph, "r_max": metadata.r_max,
+                 "type_names": " ".join(metadata.type_names), "num_layers": metadata.num_layers,
+                 "model_dtype": metadata.model_dtype,
+                 NEQUIP_AOTI_INPUTS_KEY: serialize_aoti_keys(inputs), NEQUIP_AOTI_OUTPUTS_KEY: serialize_aoti_keys(outputs)})
+    return {k: str(v) for k, v in meta.items()}
+
+
+LOCAL_INPUTS = ["pos", "edge_index", "atom_types", "cell", "edge_cell_shift"]  # pair_nequip's layout
+LOCAL_OUTPUTS = ["atomic_energy", "forces", "virial"]
+
+
+def local_example(atoms: Atoms, metadata: ModelMetadata) -> dict[str, torch.Tensor]:
+    """Inputs of the local layout for ``atoms`` (a periodic cell), in the model's dtype: to trace with."""
+    from ase.neighborlist import neighbor_list
+
+    dtype = torch.float64 if metadata.model_dtype == "float64" else torch.float32
+    i, j, shifts = neighbor_list("ijS", atoms, metadata.r_max)
+    index = {name: k for k, name in enumerate(metadata.type_names)}
+    return {"pos": torch.tensor(atoms.positions, dtype=dtype),
+            "edge_index": torch.from_numpy(np.stack([i, j]).astype(np.int64)),
+            "atom_types": torch.tensor([index[s] for s in atoms.get_chemical_symbols()], dtype=torch.int64),
+            "cell": torch.tensor(atoms.cell.array, dtype=dtype).view(1, 3, 3),
+            "edge_cell_shift": torch.tensor(shifts, dtype=dtype)}
+
+
+def export_aoti(wrapper: torch.nn.Module, out: Path, device: str, inputs: list[str], outputs: list[str],
+                data: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Compile ``wrapper`` (dict in, dict out, forces inside) with nequip's AOTInductor export route."""
+    from nequip.utils.aot import aot_export_model
+
+    aot_export_model(model=wrapper, device=device, input_fields=inputs, output_fields=outputs,
+                     data={k: v.to(device).contiguous() for k, v in data.items()}, batch_map=_dynamic_dims(),
+                     output_path=str(out), inductor_configs={"aot_inductor.metadata": metadata})
 
 
 EXPORTERS = {
@@ -454,7 +524,13 @@ def lammps_evaluate(model_file: Path, atoms: Atoms, type_names: list[str], pair_
 
 def python_evaluate(source: SourceModel, atoms: Atoms) -> tuple[dict, str]:
     """The same quantities from the model in Python: nequip's ASE calculator for nequip
-    models, the contract forward on an unrolled periodic graph for TorchScript ones."""
+    models, the architecture's own calculator for adapters, the contract forward on an unrolled periodic graph
+    for TorchScript ones."""
+    if source.calculator is not None:
+        atoms = atoms.copy()
+        atoms.calc = source.calculator()
+        return ({"energy": atoms.get_potential_energy(), "forces": atoms.get_forces(),
+                 "stress": atoms.get_stress(voigt=True) if atoms.pbc.all() else np.zeros(6)}, source.reference)
     if source.kind == "nequip":
         from nequip.integrations.ase import NequIPCalculator
 
@@ -478,7 +554,7 @@ def check(model_file: str | Path, source: SourceModel, atoms: Atoms | None = Non
     """Evaluate ``atoms`` (default: ``default_structure``) in LAMMPS and in Python."""
     meta = source.metadata
     if atoms is None:
-        atoms = default_structure(meta.type_names)
+        atoms = default_structure(list(source.check_elements) or meta.type_names)
         described = (f"lmpbench's test structure, a rattled and sheared fcc {'-'.join(sorted(set(atoms.get_chemical_symbols())))} "
                      f"crystal of {len(atoms)} atoms in a periodic triclinic cell")
     else:
@@ -520,9 +596,15 @@ def choose_target(source: SourceModel, target: str, ranks: int) -> list[str]:
         if target not in source.targets:
             raise DeployError(f"{source.kind} models deploy to {', '.join(source.targets)}, not {target}")
         if ranks > 1 and not TARGETS[target].multi_rank:
+            if source.single_rank_reason:
+                raise DeployError(f"{source.spec or source.path} runs on one MPI rank only (--ranks {ranks} asked): "
+                                  f"{source.single_rank_reason}")
             raise DeployError(f"target {target} runs on one MPI rank only; use aoti-ghost or torchscript-ghost for {ranks}")
         return [target]
     usable = [t for t in source.targets if ranks == 1 or TARGETS[t].multi_rank]
+    if not usable:
+        raise DeployError(f"{source.spec or source.path} runs on one MPI rank only (--ranks {ranks} asked): "
+                          f"{source.single_rank_reason or 'it has no multi-rank target'}")
     return usable
 
 
@@ -531,9 +613,9 @@ def deploy(model: str | Path, out: str | Path, target: str = "auto", ranks: int 
     """Deploy ``model`` to ``out`` and check it; ``out`` is replaced only by a checked file."""
     source = load_source(model)
     if dtype is not None and dtype != source.metadata.model_dtype:
-        if source.kind == "nequip":
-            raise DeployError(f"{model} was trained with model_dtype {source.metadata.model_dtype}; nequip fixes the "
-                              f"dtype at training, so it cannot be deployed as {dtype}")
+        if source.kind != "torchscript":
+            raise DeployError(f"{model} was trained with model_dtype {source.metadata.model_dtype}; {source.kind} fixes "
+                              f"the dtype at training, so it cannot be deployed as {dtype}")
         meta = source.metadata
         source.metadata = ModelMetadata(meta.r_max, meta.type_names, meta.num_layers, dtype, extra=meta.extra)
     if device == "cuda" and not torch.cuda.is_available():
@@ -542,6 +624,11 @@ def deploy(model: str | Path, out: str | Path, target: str = "auto", ranks: int 
     if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
         raise DeployError(f"cannot write {out}: {out.parent} is not a writable folder")
     candidates = choose_target(source, target, ranks)
+    if structure is not None:  # before compiling (minutes for large models), not after
+        unknown = sorted(set(structure.get_chemical_symbols()) - set(source.metadata.type_names))
+        if unknown:
+            raise DeployError(f"structure has element(s) {', '.join(unknown)} that {source.spec or source.path} does "
+                              f"not cover (it has {' '.join(source.metadata.type_names)})")
     fallback_reason = None
     for name in candidates:
         spec = TARGETS[name]
@@ -553,10 +640,12 @@ def deploy(model: str | Path, out: str | Path, target: str = "auto", ranks: int 
         # packages record their name inside), checked, and only then moved into place
         staging_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
         staging = staging_dir / out.name
-        echo(f"deploying {source.path} ({source.architecture or source.kind}, {', '.join(source.metadata.type_names)}, r_max "
+        names = source.metadata.type_names
+        types = ", ".join(names) if len(names) <= 12 else f"{len(names)} elements"
+        echo(f"deploying {source.spec or source.path} ({source.architecture or source.kind}, {types}, r_max "
              f"{source.metadata.r_max}, {source.metadata.num_layers} layer(s)) as {name} on {device}")
         try:
-            EXPORTERS[name](source, staging, device, _provenance(source, spec, device))
+            source.exporters.get(name, EXPORTERS[name])(source, staging, device, _provenance(source, spec, device))
         except DeployError:
             raise
         except Exception as err:  # an export that fails moves on to the fallback
@@ -600,6 +689,8 @@ def source_for_check(deployed: str | Path, source: str | Path | None = None) -> 
     if source is not None:
         return load_source(source)
     meta = read_deployed_metadata(deployed)
+    if meta.get("source_spec"):
+        return load_source(meta["source_spec"])
     recorded = meta.get("source_file")
     if recorded and Path(recorded).is_file() and sha256(recorded) == meta.get("source_sha256"):
         return load_source(recorded)
