@@ -24,8 +24,12 @@ SEED = 123
 
 @pytest.fixture
 def data_root(tmp_path, monkeypatch):
+    from lmpbench.datasets import store
+
     root = tmp_path / "datasets"
     monkeypatch.setenv("LMPBENCH_DATA", str(root))
+    # the shipped reference sets are datasets too: hidden, so a listing shows only this test's
+    monkeypatch.setattr(store, "shipped_root", lambda: tmp_path / "no_shipped_datasets")
     return root
 
 

@@ -147,7 +147,7 @@ def test_forces_only_data_trains_on_forces_and_reports_no_energy_error(datasets,
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--arch", "allegro9"], "unknown architecture 'allegro9'; known: nequip"),
+    (["--arch", "allegro9"], "unknown architecture 'allegro9'; known: "),
     (["--size", "1k"], "dataset emt_cuau has no split '1k' (it has s8, s12)"),
     (["--system", "water"], "dataset emt_cuau has element(s) Au, Cu that system water lacks"),
     (["--system", "nosuch"], "unknown system 'nosuch'"),
