@@ -128,8 +128,9 @@ def _nequip_num_layers(model) -> int:
 
 
 def _nequip_architecture(model) -> str:
-    """``allegro`` for models built by nequip-allegro (same framework, files and route), else ``nequip``."""
-    packages = {type(m).__module__.split(".")[0] for m in model.modules()}
+    """``allegro`` for models built by nequip-allegro (same framework, files and route), else ``nequip``.
+    (A packaged model's modules live under ``<torch_package_N>.allegro...``.)"""
+    packages = {part for m in model.modules() for part in type(m).__module__.split(".")[:2]}
     return "allegro" if "allegro" in packages else "nequip"
 
 
