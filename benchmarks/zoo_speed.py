@@ -1,0 +1,154 @@
+"""Speed of every architecture of the model zoo: LAMMPS against the bare compiled model and ASE MD.
+
+For each architecture (a tiny Allegro trained here on EMT CuAu data; the pretrained SevenNet-0
+from the sevenn wheel on a CuAgAuPd alloy), deployed to its single-rank target (aoti-local),
+at 192 and 4,000 atoms, one thread:
+  bare     the deployed AOTInductor model called in a Python loop on a fixed graph (ASE's
+           neighbour list), calls/s: the limit for LAMMPS;
+  LAMMPS   NVE steps/s through pair style mlff (the "Loop time" of the measured run);
+  ASE MD   velocity Verlet steps/s with the architecture's own ASE calculator (eager model).
+
+usage: python benchmarks/zoo_speed.py [--arch allegro sevenn] [--cells 4,4,3 10,10,10] [--seconds 3] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lmpbench import decks
+from lmpbench.deploy import default_dtype, deploy, load_source, local_example
+from lmpbench.structures import lammps_oriented, write_lammps_data
+
+DECK = """
+units metal
+atom_modify map array
+read_data ${data}
+pair_style mlff threads 1
+pair_coeff * * ${model} ${elements}
+velocity all create 300 4928 loop geom
+timestep 0.001
+fix integrate all nve
+thermo 0
+run 3
+run ${steps}
+"""
+
+
+def alloy(cells, elements, a):
+    from ase.build import bulk
+
+    rng = np.random.default_rng(1)
+    atoms = bulk("Cu", "fcc", a=a, cubic=True).repeat(cells)
+    atoms.symbols[:] = rng.choice(elements, size=len(atoms))
+    atoms.rattle(0.05, seed=2)
+    return lammps_oriented(atoms)
+
+
+def timed_rate(call, seconds: float, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        call()
+    calls, start = 0, time.perf_counter()
+    while calls == 0 or time.perf_counter() - start < seconds:
+        call()
+        calls += 1
+    return calls / (time.perf_counter() - start)
+
+
+def train_allegro(work: Path) -> Path:
+    """The tiny Allegro model of tests/test_zoo_allegro.py (2 layers, r_max 4 Å, 2 epochs)."""
+    from ase.io import write
+
+    from lmpbench.architectures import TrainingRequest, config_text, get_architecture
+    from lmpbench.models.toy_nequip import TOY_HYPERPARAMETERS, emt_frames
+
+    arch = get_architecture("allegro")
+    checkpoint = arch.find_checkpoint(work / "run")
+    if checkpoint:
+        return checkpoint
+    write(work / "emt.xyz", emt_frames(40, ("Cu", "Au")), format="extxyz")
+    request = TrainingRequest(type_names=("Cu", "Au"), cutoff_A=4.0, train_file=work / "emt.xyz", val_file=None,
+                              has_energy=True, hyperparameters={**TOY_HYPERPARAMETERS, "num_layers": 2}, seed=1,
+                              max_epochs=2, split=(35, 5))
+    (work / "allegro.yaml").write_text(config_text(arch.build_config(request)))
+    subprocess.run([str(Path(sys.executable).parent / arch.train_script), *arch.train_arguments(work, "allegro", work / "run")],
+                   cwd=work, check=True, capture_output=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    return arch.find_checkpoint(work / "run")
+
+
+def architectures(work: Path) -> dict:
+    """name -> (source spec or file, elements, lattice constant, ASE calculator factory, dtype)."""
+    def allegro():
+        ckpt = train_allegro(work / "allegro")
+        from lmpbench.architectures import get_architecture
+
+        return ckpt, ["Cu", "Au"], 3.8, lambda: get_architecture("allegro").calculator(ckpt, "cpu"), torch.float64
+
+    def sevenn():
+        source = load_source("sevenn:7net-0")
+        return "sevenn:7net-0", ["Cu", "Ag", "Au", "Pd"], 3.9, source.calculator, torch.float32
+
+    return {"allegro": allegro, "sevenn": sevenn}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", nargs="+", default=["allegro", "sevenn"])
+    parser.add_argument("--cells", nargs="+", default=["4,4,3", "10,10,10"], help="fcc cells per side (4 atoms each)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="target time per measurement")
+    parser.add_argument("--workdir", type=Path, help="keep the trained and deployed models here (reused when present)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = (args.workdir or Path(tmp)).resolve()
+        print(f"zoo_speed on {platform.machine()}, torch {torch.__version__}, 1 thread; LAMMPS and ASE in steps/s, "
+              "bare in calls/s", flush=True)
+        print(f"{'arch':>8} {'atoms':>6} {'bare':>8} {'LAMMPS':>8} {'L/bare':>7} {'ASE MD':>8} {'L/ASE':>7}", flush=True)
+        for name in args.arch:
+            (work / name).mkdir(parents=True, exist_ok=True)
+            model, elements, a, make_calc, dtype = architectures(work)[name]()
+            deployed = work / name / "model.pt2"
+            if not deployed.is_file():
+                deploy(model, deployed, target="aoti-local", echo=lambda *a: None)
+            meta = load_source(model).metadata
+            from torch._inductor import aoti_load_package
+
+            compiled = aoti_load_package(str(deployed))
+            deck = work / "bench.in"
+            deck.write_text(DECK.replace("${elements}", " ".join(elements)))
+            for spec in args.cells:
+                atoms = alloy(tuple(int(c) for c in spec.split(",")), elements, a)
+                data = local_example(atoms, meta)
+                inputs = [data[k].contiguous() for k in ("pos", "edge_index", "atom_types", "cell", "edge_cell_shift")]
+                bare = timed_rate(lambda: [t.numpy() for t in compiled(*inputs)], args.seconds)
+                datafile = write_lammps_data(work / name / f"alloy_{len(atoms)}.data", atoms, elements)
+                steps = max(5, int(args.seconds * bare))
+                screen = decks.run_deck(deck, work / name / f"run_{len(atoms)}", {"data": datafile, "model": deployed,
+                                                                                    "steps": steps}, nprocs=1)
+                lammps = decks.loop_timings(screen)[-1].steps_per_s
+                from ase import units
+                from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+                from ase.md.verlet import VelocityVerlet
+
+                with default_dtype(dtype):
+                    md_atoms = atoms.copy()
+                    md_atoms.calc = make_calc()
+                    MaxwellBoltzmannDistribution(md_atoms, temperature_K=300, rng=np.random.default_rng(0))
+                    dyn = VelocityVerlet(md_atoms, timestep=1.0 * units.fs)
+                    ase = timed_rate(lambda: dyn.run(1), args.seconds)
+                print(f"{name:>8} {len(atoms):>6} {bare:8.2f} {lammps:8.2f} {lammps / bare:7.3f} {ase:8.2f} "
+                      f"{lammps / ase:7.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
