@@ -104,3 +104,30 @@ def test_allegro_entry_trains_allegro_models():
     model = arch.build_config(request)["training_module"]["model"]
     assert model["_target_"] == "allegro.model.AllegroModel" and model["num_layers"] == 2
     assert model["per_type_energy_shifts"] == 0.0  # forces-only data: no energy zero
+
+
+def test_lmpbench_train_arch_allegro(tmp_path):
+    """`lmpbench train --arch allegro`: the NequIP route's outputs, an Allegro model in the checkpoint."""
+    import json
+
+    from click.testing import CliRunner
+
+    from lmpbench.cli.main import cli
+    from lmpbench.datasets.store import write_dataset
+    from lmpbench.deploy import load_source
+    from lmpbench.models.toy_nequip import emt_frames
+
+    write_dataset(tmp_path / "emt", emt_frames(15, seed=5), name="emt_cuau", system=None,
+                  source={"kind": "engine", "engine": "ase EMT", "seed": 5}, test=3, sizes={"s8": (8, 3)})
+    (tmp_path / "systems.toml").write_text('[system.cuau]\ncategory = "periodic"\nelements = ["Cu", "Au"]\n'
+                                           'cutoff_A = 4.0\nprotocol = "water"\n')
+    out = tmp_path / "trained"
+    result = CliRunner().invoke(cli, ["train", "--system", "cuau", "--systems-file", str(tmp_path / "systems.toml"),
+                                      "--data", str(tmp_path / "emt"), "--size", "s8", "-o", str(out), "--arch", "allegro",
+                                      "--max-epochs", "1", "--device", "cpu", "--no-package", "--test-frames", "1"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "train.json").read_text())
+    assert record["arch"] == "allegro" and record["test"]["forces_mae_meV_A"] > 0
+    source = load_source(out / "model.ckpt")
+    assert source.architecture == "allegro" and source.metadata.num_layers == 1
+    assert source.metadata.type_names == ["Cu", "Au"] and source.metadata.r_max == 4.0
