@@ -64,8 +64,11 @@ def load_model(path: Path):
     """(energy-only AtomGraphSequential taking type indices, checkpoint config)."""
     from sevenn.util import load_checkpoint
 
+    from lmpbench.deploy import default_dtype
+
     checkpoint = load_checkpoint(str(path))
-    model = checkpoint.build_model(enable_cueq=False, enable_flash=False, enable_oeq=False)
+    with default_dtype(torch.float32):  # sevenn builds in the default dtype (nequip may have left float64)
+        model = checkpoint.build_model(enable_cueq=False, enable_flash=False, enable_oeq=False)
     if "force_output" in model._modules:
         model.delete_module_by_key("force_output")
     model.eval_type_map = torch.tensor(False)
@@ -139,9 +142,21 @@ def calculator(path: Path, device: str = "cpu"):
 
     from sevenn.calculator import SevenNetCalculator
 
-    with warnings.catch_warnings():
+    from lmpbench.deploy import default_dtype
+
+    # sevenn builds the model and the graph in torch's default dtype, which a nequip model loaded
+    # in the same process may have left at float64: build and evaluate under float32
+    with warnings.catch_warnings(), default_dtype(torch.float32):
         warnings.simplefilter("ignore")
-        return SevenNetCalculator(model=str(path), device=device)
+        calc = SevenNetCalculator(model=str(path), device=device)
+    calculate = calc.calculate
+
+    def calculate_float32(*args, **kwargs):
+        with default_dtype(torch.float32):
+            return calculate(*args, **kwargs)
+
+    calc.calculate = calculate_float32
+    return calc
 
 
 DEFAULT_PRETRAINED = "7net-0"
