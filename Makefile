@@ -9,7 +9,7 @@ PLUGIN := $(VENV)/share/lmpbench/plugin/mlffplugin.so
 PLUGIN_SOURCES := $(wildcard pair_styles/*.cpp pair_styles/*.h) pair_styles/CMakeLists.txt
 DEBIAN_PACKAGES := cmake g++ make
 
-.PHONY: all setup plugin test demo bench debian-packages clean
+.PHONY: all setup plugin test test-slow demo bench debian-packages clean
 
 all: setup
 
@@ -40,8 +40,13 @@ $(PLUGIN): $(STAMP) $(PLUGIN_SOURCES)
 
 plugin: $(PLUGIN)
 
+# `make test` leaves out tests marked slow (deploying a pretrained universal model, extra
+# AOTInductor variants: minutes each); `make test-slow` runs them
 test: setup
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow tests
 
 demo: setup
 	$(BIN)/lmpbench demo --out demo_output

