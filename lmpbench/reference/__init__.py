@@ -117,10 +117,10 @@ def make_reference(system: str, out: str | Path | None = None, *, short: bool = 
         raise ReferenceError("--seeds must be at least 1")
     engine = _engine(rec.engine)
     engine.check_available()
+    mode = "custom" if settings else "short" if short else "full"
     settings = settings or (rec.short if short else rec.full)
     out = Path(out) if out is not None else default_folder(system, short)
     out.mkdir(parents=True, exist_ok=True)
-    mode = "short" if short else "full"
     datasets = []
     for seed in range(first_seed, first_seed + seeds):
         folder = out / f"seed{seed}"
