@@ -46,12 +46,13 @@ run ${steps}
 """
 
 
-def alloy(cells):
+def alloy(cells, elements=ELEMENTS, a: float = 3.8):
+    """A random fcc alloy of ``elements`` (lattice constant ``a``), rattled; zoo_speed uses it too."""
     from ase.build import bulk
 
     rng = np.random.default_rng(1)
-    atoms = bulk("Cu", "fcc", a=3.8, cubic=True).repeat(cells)
-    atoms.symbols[:] = rng.choice(ELEMENTS, size=len(atoms))
+    atoms = bulk("Cu", "fcc", a=a, cubic=True).repeat(cells)
+    atoms.symbols[:] = rng.choice(elements, size=len(atoms))
     atoms.rattle(0.05, seed=2)
     return lammps_oriented(atoms)
 
@@ -60,7 +61,7 @@ def timed_rate(call, seconds: float, warmup: int = 3) -> float:
     for _ in range(warmup):
         call()
     calls, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
+    while calls == 0 or time.perf_counter() - start < seconds:  # at least one call, however slow
         call()
         calls += 1
     return calls / (time.perf_counter() - start)

@@ -19,7 +19,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,9 @@ import torch
 
 from lmpbench import decks
 from lmpbench.deploy import default_dtype, deploy, load_source, local_example
-from lmpbench.structures import lammps_oriented, write_lammps_data
+from lmpbench.structures import write_lammps_data
+
+from deploy_speed import alloy, timed_rate  # benchmarks/ is the script's folder: on sys.path
 
 DECK = """
 units metal
@@ -42,26 +43,6 @@ thermo 0
 run 3
 run ${steps}
 """
-
-
-def alloy(cells, elements, a):
-    from ase.build import bulk
-
-    rng = np.random.default_rng(1)
-    atoms = bulk("Cu", "fcc", a=a, cubic=True).repeat(cells)
-    atoms.symbols[:] = rng.choice(elements, size=len(atoms))
-    atoms.rattle(0.05, seed=2)
-    return lammps_oriented(atoms)
-
-
-def timed_rate(call, seconds: float, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        call()
-    calls, start = 0, time.perf_counter()
-    while calls == 0 or time.perf_counter() - start < seconds:
-        call()
-        calls += 1
-    return calls / (time.perf_counter() - start)
 
 
 def train_allegro(work: Path) -> Path:
@@ -130,7 +111,7 @@ def main():
                 atoms = alloy(tuple(int(c) for c in spec.split(",")), elements, a)
                 data = local_example(atoms, meta)
                 inputs = [data[k].contiguous() for k in ("pos", "edge_index", "atom_types", "cell", "edge_cell_shift")]
-                bare = timed_rate(lambda: [t.numpy() for t in compiled(*inputs)], args.seconds)
+                bare = timed_rate(lambda: [t.numpy() for t in compiled(*inputs)], args.seconds, warmup=1)
                 datafile = write_lammps_data(work / name / f"alloy_{len(atoms)}.data", atoms, elements)
                 steps = max(5, int(args.seconds * bare))
                 screen = decks.run_deck(deck, work / name / f"run_{len(atoms)}", {"data": datafile, "model": deployed,
@@ -145,7 +126,7 @@ def main():
                     md_atoms.calc = make_calc()
                     MaxwellBoltzmannDistribution(md_atoms, temperature_K=300, rng=np.random.default_rng(0))
                     dyn = VelocityVerlet(md_atoms, timestep=1.0 * units.fs)
-                    ase = timed_rate(lambda: dyn.run(1), args.seconds)
+                    ase = timed_rate(lambda: dyn.run(1), args.seconds, warmup=1)
                 print(f"{name:>8} {len(atoms):>6} {bare:8.2f} {lammps:8.2f} {lammps / bare:7.3f} {ase:8.2f} "
                       f"{lammps / ase:7.2f}", flush=True)
 
