@@ -1,8 +1,9 @@
 """``lmpbench deploy``: trained models into files that pair style mlff runs, then checked.
 
 Sources (``SOURCE_KINDS``): nequip checkpoints (``.ckpt``) and packages (``.nequip.zip``),
-and TorchScript modules that follow the model contract (``.pt``/``.pth``, per-atom energies
-from ``forward(pos, edge_index, atom_types, nlocal)``).
+torchmd-net trainer checkpoints (``.ckpt`` too, told apart by content), and TorchScript
+modules that follow the model contract (``.pt``/``.pth``, per-atom energies from
+``forward(pos, edge_index, atom_types, nlocal)``).
 
 Targets (``TARGETS``), all read by the same pair style, which picks its path from the file:
 
@@ -149,7 +150,8 @@ def _load_nequip(path: Path) -> SourceModel:
     try:
         model = load()
     except Exception as err:  # nequip raises many kinds; the user needs the file named
-        raise DeployError(f"{path} is not a loadable nequip checkpoint or package: {str(err).splitlines()[0]}") from None
+        nor = " (nor a torchmd-net checkpoint)" if path.suffix == ".ckpt" else ""
+        raise DeployError(f"{path} is not a loadable nequip checkpoint or package{nor}: {str(err).splitlines()[0]}") from None
     if "atomic_energy" not in getattr(model, "irreps_out", {}):
         raise DeployError(f"{path}: the model has no per-atom energies (atomic_energy), which the pair style needs")
     meta = model.metadata
@@ -178,9 +180,27 @@ class SourceKind:
     name: str
     suffixes: tuple[str, ...]
     load: Callable[[Path], SourceModel]
+    claims: Callable[[Path], bool] | None = None  # for a suffix kinds share: whether the file's content is this kind's
+
+
+def _is_torchmdnet(path: Path) -> bool:
+    from lmpbench.architectures.torchmdnet import is_checkpoint
+
+    return is_checkpoint(path)
+
+
+def _load_torchmdnet(path: Path) -> SourceModel:
+    from lmpbench.architectures.torchmdnet import TorchMDNetError, checkpoint_source
+
+    try:
+        return checkpoint_source(path)
+    except TorchMDNetError as err:
+        raise DeployError(str(err)) from None
 
 
 SOURCE_KINDS = (
+    # torchmd-net's trainer writes .ckpt too: its checkpoints are told from nequip's by their state's names
+    SourceKind("torchmdnet", (".ckpt",), _load_torchmdnet, claims=_is_torchmdnet),
     SourceKind("nequip", (".ckpt", ".nequip.zip"), _load_nequip),
     SourceKind("torchscript", (".pt", ".pth"), _load_torchscript),
 )
@@ -212,7 +232,7 @@ def load_source(path: str | Path) -> SourceModel:
         raise DeployError(f"model file {path} does not exist (pretrained models are named "
                           f"{' or '.join(a + ':NAME' for a in PRETRAINED_ARCHITECTURES)})")
     for kind in SOURCE_KINDS:
-        if path.name.endswith(kind.suffixes):
+        if path.name.endswith(kind.suffixes) and (kind.claims is None or kind.claims(path)):
             return kind.load(path)
     known = ", ".join(s for k in SOURCE_KINDS for s in k.suffixes)
     raise DeployError(f"{path}: unknown model file type (expected one of {known})")
@@ -280,7 +300,8 @@ def _provenance(source: SourceModel, target: DeployTarget, device: str) -> dict[
         from importlib.metadata import PackageNotFoundError, version
 
         info["architecture"] = source.architecture
-        package = {"allegro": "nequip-allegro", "sevenn": "sevenn", "chgnet": "chgnet"}.get(source.architecture)
+        package = {"allegro": "nequip-allegro", "sevenn": "sevenn", "chgnet": "chgnet",
+                   "torchmdnet": "torchmd-net"}.get(source.architecture)
         if package:
             with contextlib.suppress(PackageNotFoundError):
                 info[f"{source.architecture}_version"] = version(package)

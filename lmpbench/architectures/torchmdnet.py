@@ -1,0 +1,389 @@
+"""torchmd-net (3.1) TensorNet models, from its trainer's checkpoints, deployed into pair style mlff.
+
+``lmpbench deploy model.ckpt`` takes a checkpoint written by torchmd-net's trainer
+(``torchmd-train``; a lightning checkpoint whose state holds ``model.representation_model.*``),
+told apart from nequip's ``.ckpt`` by that content. Targets: ``torchscript-ghost`` (any number
+of MPI ranks, compiles in seconds) and ``aoti-local`` (one rank, AOTInductor).
+
+The adapter: torchmd-net's ``TorchMD_Net`` builds its own neighbour list (``OptimizedDistance``)
+from positions and box. The wrappers here instead take the pair style's edges (row 0 the centre,
+row 1 the neighbour, both directions, edge_vec = pos[j] - pos[i] + shift·cell) and run
+TensorNet's own embedding, interaction layers and output network on them; per atom,
+e_i = atomref(z_i) + std · output(x_i), so that Σ e_i is TorchMD_Net's energy. TensorNet's
+neighbour list holds every atom's self-loop (distance 0, which its scalar channel feels), so
+the wrappers add one per node. A periodic image of the atom itself (cells under 2 r_max) is
+a real edge here and normalised by its length.
+
+TorchMD_Net's ``mean`` (standardize: a constant added to each structure's total) has no per-atom
+form, and its priors other than Atomref act on the total with their own neighbour lists: such
+models are refused with a message that says so.
+
+torchmd-net runs TensorNet's tensor algebra through warp kernels registered as Python custom
+ops, which a TorchScript or AOTInductor file run by LAMMPS cannot call: the deployed graphs use
+torchmd-net's own pure-torch versions of the same operations (``pure_torch``).
+
+Message-passing depth (``num_layers`` of the contract, sets the multi-rank ghost shell): the
+embedding already sums over neighbours, so it is TensorNet's interaction layers + 1.
+
+The reference of the deploy check (``TorchMDNetCalculator``) is torchmd-net's full model:
+``TorchMD_Net.forward`` with its own neighbour list and box and forces from derivative=True;
+its stress is a central difference of that energy over strains that keep the box in
+torchmd-net's lower-triangular form (the box does not reach its neighbour list's gradient).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import zipfile
+from pathlib import Path
+from typing import Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+SUPPORTED_MODELS = ("tensornet",)
+CHECK_ELEMENTS = ("Cu", "Ni")  # the deploy check's alloy when the model's atomref names no elements
+
+
+class TorchMDNetError(ValueError):
+    """A torchmd-net checkpoint that cannot be deployed; the message says why."""
+
+
+def is_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a torchmd-net trainer checkpoint: a torch zip whose pickle names the
+    TorchMD_Net state (``model.representation_model.``), read without unpickling anything."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickle = next((n for n in archive.namelist() if n.endswith("/data.pkl")), None)
+            return pickle is not None and b"model.representation_model." in archive.read(pickle)
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def load_model(path: Path):
+    """TorchMD_Net of the checkpoint, in eval mode, forces by its own derivative."""
+    import warnings
+
+    from torchmdnet.models.model import load_model as torchmdnet_load
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torchmdnet_load(str(path), derivative=True).eval()
+
+
+def hyperparameters(path: Path) -> dict:
+    state = torch.load(str(path), map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or not isinstance(state.get("hyper_parameters"), dict):
+        raise TorchMDNetError(f"{path}: a torchmd-net checkpoint has hyper_parameters, this file has none")
+    return dict(state["hyper_parameters"])
+
+
+def refuse_unsupported(path: Path, model) -> None:
+    """One-line errors for the models whose energy is not a sum of per-atom terms of the edge list."""
+    from torchmdnet.models.output_modules import Scalar
+    from torchmdnet.models.tensornet import TensorNet
+    from torchmdnet.priors import Atomref
+
+    if not isinstance(model.representation_model, TensorNet):
+        raise TorchMDNetError(f"{path}: torchmd-net model {type(model.representation_model).__name__} is not supported "
+                              f"(supported: {', '.join(SUPPORTED_MODELS)})")
+    if type(model.output_model) is not Scalar or model.output_model.reduce_op not in ("add", "sum"):
+        raise TorchMDNetError(f"{path}: output model {type(model.output_model).__name__} (reduce "
+                              f"{model.output_model.reduce_op}) is not an energy summed over atoms (Scalar, sum)")
+    if float(model.mean.abs().sum()) != 0.0:
+        raise TorchMDNetError(f"{path}: the model adds its training mean ({float(model.mean.sum()):g}) to each "
+                              "structure's total energy, which has no per-atom form; train with standardize false "
+                              "(an Atomref prior carries per-element energies)")
+    priors = list(model.prior_model or [])
+    others = [type(p).__name__ for p in priors if not isinstance(p, Atomref)]
+    if others:
+        raise TorchMDNetError(f"{path}: prior(s) {', '.join(others)} act on the total energy with their own "
+                              "neighbour lists; only Atomref priors deploy")
+
+
+def type_names_of(model) -> list[str]:
+    """Elements H .. the model's largest atomic number (its embedding table's size)."""
+    from ase.data import chemical_symbols
+
+    max_z = model.representation_model.tensor_embedding.emb.num_embeddings
+    return list(chemical_symbols[1:min(max_z, len(chemical_symbols))])
+
+
+def check_elements_of(model, type_names: list[str]) -> tuple[str, ...]:
+    """Elements of the deploy check: those the Atomref prior gives an energy (the training data's), else Cu-Ni."""
+    from ase.data import chemical_symbols
+
+    for prior in model.prior_model or []:
+        if getattr(prior, "enable", False):
+            z = torch.nonzero(prior.atomref.weight.detach().reshape(-1)).reshape(-1).tolist()
+            named = [chemical_symbols[i] for i in z if 0 < i < len(chemical_symbols)]
+            if named:
+                return tuple(named[:4])
+    covered = [s for s in CHECK_ELEMENTS if s in type_names]
+    return tuple(covered) if covered else tuple(type_names[:2])
+
+
+# ---------------------------------------------------------------------------------------------
+# TensorNet on the pair style's edges
+
+
+def _warp_only_embedding(a: Tensor, b: Tensor, c: Tensor, d: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    raise RuntimeError("warp kernels are not part of a deployed TensorNet")
+
+
+def _warp_only_interaction(a: Tensor, b: Tensor, c: Tensor, d: Tensor, e: Tensor, f: Tensor, g: Tensor, h: Tensor,
+                           i: Tensor, j: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    raise RuntimeError("warp kernels are not part of a deployed TensorNet")
+
+
+@contextlib.contextmanager
+def pure_torch():
+    """torchmd-net's TensorNet module with its pure-torch tensor operations in place of the warp
+    custom ops (same arithmetic), for scripting, tracing and eager use of the wrappers; the warp
+    branches, never taken with ``opt`` False, become stubs so that TorchScript compiles no warp op."""
+    import torchmdnet.models.tensornet as tensornet
+
+    replacements = {"compose_tensor": tensornet._compose_tensor, "decompose_tensor": tensornet._decompose_tensor,
+                    "tensor_matmul_o3": tensornet._tensor_matmul_o3, "tensor_matmul_so3": tensornet._tensor_matmul_so3,
+                    "fn_tensornet_embedding_message_passing": _warp_only_embedding,
+                    "fn_tensornet_interaction_message_passing": _warp_only_interaction}
+    original = {name: getattr(tensornet, name, None) for name in replacements}
+    for name, function in replacements.items():
+        setattr(tensornet, name, function)
+    try:
+        yield
+    finally:
+        for name, function in original.items():
+            if function is None:
+                delattr(tensornet, name)
+            else:
+                setattr(tensornet, name, function)
+
+
+def without_warp(model):
+    """A copy of ``model`` that takes torchmd-net's pure-torch paths (``opt`` False), to run under ``pure_torch``."""
+    import copy
+
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        if hasattr(module, "opt"):
+            module.opt = False
+    return model
+
+
+def _invariants(X: Tensor) -> Tensor:
+    """TensorNet's output features of node tensors X [N, 3, 3, F]: 3 I², |A|², |S|² of each channel
+    (trace, antisymmetric and symmetric traceless parts), as TensorNet.forward ends."""
+    A = 0.5 * (X - X.transpose(1, 2))
+    I = X.diagonal(dim1=1, dim2=2).mean(-1)
+    S = X - A - I[:, None, None, :] * torch.eye(3, dtype=X.dtype, device=X.device)[None, :, :, None]
+    return torch.cat((3 * I**2, (A**2).sum((1, 2)), (S**2).sum((1, 2))), dim=-1)
+
+
+class TensorNetEdgeEnergies(torch.nn.Module):
+    """Per-atom energies of a TorchMD_Net TensorNet from a given edge list (no neighbour search)."""
+
+    def __init__(self, model, type_numbers: list[int]):
+        super().__init__()
+        model = without_warp(model)
+        rep = model.representation_model
+        self.distance_expansion = rep.distance_expansion
+        self.tensor_embedding = rep.tensor_embedding
+        self.layers = rep.layers
+        self.out_norm, self.linear, self.act = rep.out_norm, rep.linear, rep.act
+        self.output_network = model.output_model.output_network
+        self.priors = torch.nn.ModuleList(list(model.prior_model or []))
+        self.register_buffer("std", model.std.detach().clone())
+        self.register_buffer("type_numbers", torch.tensor(type_numbers, dtype=torch.long))
+
+    def forward(self, atom_types: Tensor, edge_index: Tensor, edge_vec: Tensor) -> Tensor:
+        z = self.type_numbers.index_select(0, atom_types)
+        n = z.shape[0]
+        # TensorNet's own neighbour list has every atom's self-loop at distance 0
+        loops = torch.arange(n, dtype=edge_index.dtype, device=edge_index.device)
+        edge_index = torch.cat([edge_index, torch.stack([loops, loops])], dim=1)
+        length = torch.linalg.vector_norm(edge_vec, dim=1)
+        edge_weight = torch.cat([length, torch.zeros(n, dtype=edge_vec.dtype, device=edge_vec.device)])
+        unit = torch.cat([edge_vec / length.unsqueeze(1), torch.zeros(n, 3, dtype=edge_vec.dtype, device=edge_vec.device)])
+        edge_attr = self.distance_expansion(edge_weight)
+        empty = torch.empty(0, dtype=torch.long, device=edge_index.device)
+        graph = {"edge_index": edge_index, "row_data": empty, "row_indices": empty, "row_indptr": empty,
+                 "col_data": empty, "col_indices": empty, "col_indptr": empty}
+        X = self.tensor_embedding(z, graph, edge_weight, unit, edge_attr)
+        charge = torch.zeros_like(z)
+        for layer in self.layers:
+            X = layer(X, graph, edge_weight, edge_attr, charge)
+        x = self.act(self.linear(self.out_norm(_invariants(X))))
+        energy = self.output_network(x) * self.std
+        batch = torch.zeros_like(z)
+        for prior in self.priors:
+            energy = prior.pre_reduce(energy, z, edge_vec, batch, None)
+        return energy.reshape(-1)
+
+
+class TensorNetGhost(torch.nn.Module):
+    """The contract's TorchScript forward (ghost layout: edge vectors pos[j] - pos[i], no cell)."""
+
+    def __init__(self, model, type_numbers: list[int]):
+        super().__init__()
+        self.energies = TensorNetEdgeEnergies(model, type_numbers)
+
+    def forward(self, pos: Tensor, edge_index: Tensor, atom_types: Tensor, nlocal: int) -> Tensor:
+        edge_vec = pos.index_select(0, edge_index[1]) - pos.index_select(0, edge_index[0])
+        return self.energies(atom_types, edge_index, edge_vec)
+
+
+class TensorNetLocal(torch.nn.Module):
+    """pair_nequip's local layout (as SevenNetLocal): inputs pos, edge_index, atom_types, cell
+    [1,3,3], edge_cell_shift; outputs atomic_energy, forces, virial [1,3,3]."""
+
+    def __init__(self, model, type_numbers: list[int], model_dtype: str = "float64"):
+        super().__init__()
+        self.energies = TensorNetEdgeEnergies(model, type_numbers)
+        self.model_dtype = model_dtype  # read by nequip's export check (AOTInductor against eager)
+
+    def forward(self, data: dict[str, Tensor]) -> dict[str, Tensor]:
+        pos, edge_index = data["pos"], data["edge_index"]
+        shift = torch.mm(data["edge_cell_shift"], data["cell"].view(3, 3))
+        with torch.enable_grad():
+            edge_vec = pos.index_select(0, edge_index[1]) - pos.index_select(0, edge_index[0]) + shift
+            edge_vec = edge_vec.detach().requires_grad_(True)
+            atomic_energy = self.energies(data["atom_types"], edge_index, edge_vec).reshape(-1, 1)
+            (grad,) = torch.autograd.grad([atomic_energy.sum()], [edge_vec])
+        forces = torch.zeros_like(pos).index_add(0, edge_index[0], grad).index_add(0, edge_index[1], -grad)
+        virial = -torch.mm(edge_vec.detach().transpose(0, 1), grad).view(1, 3, 3)
+        return {"atomic_energy": atomic_energy, "forces": forces, "virial": virial}
+
+
+# ---------------------------------------------------------------------------------------------
+# reference: torchmd-net's own model, neighbour list and forces
+
+
+def _torchmdnet_calculator_class():
+    from ase.calculators.calculator import Calculator, all_changes
+
+    class TorchMDNetCalculator(Calculator):
+        """TorchMD_Net.forward on the whole structure: its own neighbour list and periodic box
+        (a supercell where a cell is narrower than 2 cutoffs, as its neighbour list requires),
+        forces from its derivative. Stress: 4-point central differences of the energy.
+
+        TensorNet runs on torchmd-net's pure-torch path (the one it takes without warp-lang): its
+        warp kernels give float64 energies that differ from that path by ~3e-7 eV per 100 atoms,
+        above the deploy check's 1e-8."""
+
+        implemented_properties = ["energy", "forces", "stress"]
+        strain_step = 1e-4
+
+        def __init__(self, model, **kwargs):
+            super().__init__(**kwargs)
+            self.model = without_warp(model)
+            self.dtype = next(model.parameters()).dtype
+            self.cutoff = float(model.representation_model.cutoff_upper)
+
+        def _evaluate(self, atoms, forces: bool):
+            z = torch.tensor(atoms.numbers, dtype=torch.long)
+            pos = torch.tensor(atoms.positions, dtype=self.dtype)
+            box = torch.tensor(atoms.cell.array, dtype=self.dtype) if atoms.pbc.all() else None
+            with pure_torch():
+                energy, neg_dy = self.model(z, pos, box=box)
+            return float(energy.detach().sum()), (neg_dy.detach().double().numpy() if forces else None)
+
+        def _supercell(self, atoms):
+            if not atoms.pbc.any():
+                return atoms, 1
+            if not atoms.pbc.all():
+                raise TorchMDNetError("torchmd-net's periodic box is all-periodic or none; this structure is partly periodic")
+            widths = atoms.cell.volume / np.linalg.norm(np.cross(atoms.cell[[1, 2, 0]], atoms.cell[[2, 0, 1]]), axis=1)
+            repeat = [int(np.ceil(2 * self.cutoff / w + 1e-9)) for w in widths]
+            return atoms.repeat(repeat), int(np.prod(repeat))
+
+        def _strained_energy(self, atoms, strain: np.ndarray) -> float:
+            strained = atoms.copy()
+            strained.set_cell(atoms.cell.array @ (np.eye(3) + strain), scale_atoms=True)
+            return self._evaluate(strained, forces=False)[0]
+
+        def _stress(self, atoms, copies: int) -> np.ndarray:
+            # lower-triangular strains keep torchmd-net's box form; the stress is symmetric
+            h, derivative = self.strain_step, np.zeros((3, 3))
+            for a, b in ((0, 0), (1, 1), (2, 2), (1, 0), (2, 0), (2, 1)):
+                unit = np.zeros((3, 3))
+                unit[a, b] = h
+                e = [self._strained_energy(atoms, k * unit) for k in (-2, -1, 1, 2)]
+                derivative[a, b] = derivative[b, a] = (e[0] - 8 * e[1] + 8 * e[2] - e[3]) / (12 * h)
+            sigma = derivative / atoms.get_volume()
+            return sigma[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            big, copies = self._supercell(self.atoms)
+            energy, forces = self._evaluate(big, forces=True)
+            self.results = {"energy": energy / copies, "forces": forces[: len(self.atoms)]}
+            if "stress" in properties:
+                self.results["stress"] = self._stress(big, copies) if self.atoms.pbc.all() else np.zeros(6)
+
+    return TorchMDNetCalculator
+
+
+def calculator(path: Path, device: str = "cpu"):
+    """The reference ASE calculator of a torchmd-net checkpoint (torchmd-net's full model)."""
+    return _torchmdnet_calculator_class()(load_model(path).to(device))
+
+
+# ---------------------------------------------------------------------------------------------
+# deploy source
+
+
+def _type_numbers(type_names: list[str]) -> list[int]:
+    from ase.data import atomic_numbers
+
+    return [atomic_numbers[name] for name in type_names]
+
+
+def export_ghost(source, out: Path, device: str, provenance: dict) -> None:
+    from lmpbench.contract import METADATA_FILE, ModelMetadata
+
+    meta = source.metadata
+    metadata = ModelMetadata(r_max=meta.r_max, type_names=meta.type_names, num_layers=meta.num_layers,
+                             model_dtype=meta.model_dtype, extra=provenance)
+    with pure_torch():
+        scripted = torch.jit.script(TensorNetGhost(source.load(), _type_numbers(meta.type_names)).to(device))
+    torch.jit.save(scripted, str(out), _extra_files={METADATA_FILE: metadata.to_json()})
+
+
+def export_local(source, out: Path, device: str, provenance: dict) -> None:
+    from lmpbench.deploy import (LOCAL_INPUTS, LOCAL_OUTPUTS, contract_aoti_metadata, default_structure, export_aoti,
+                                 local_example)
+
+    meta = source.metadata
+    wrapper = TensorNetLocal(source.load(), _type_numbers(meta.type_names), meta.model_dtype)
+    data = local_example(default_structure(list(source.check_elements)), meta)
+    with pure_torch():
+        export_aoti(wrapper, out, device, LOCAL_INPUTS, LOCAL_OUTPUTS, data,
+                    contract_aoti_metadata(meta, "aoti-local", LOCAL_INPUTS, LOCAL_OUTPUTS, provenance))
+
+
+def checkpoint_source(path: Path):
+    """The deploy source of a torchmd-net checkpoint: metadata, exporters, torchmd-net's calculator."""
+    from lmpbench.contract import ModelMetadata
+    from lmpbench.deploy import SourceModel, sha256
+
+    try:
+        model = load_model(path)
+    except Exception as err:  # torchmd-net raises many kinds (KeyError, RuntimeError, ...) for a bad checkpoint
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TorchMDNetError(f"{path} is not a loadable torchmd-net checkpoint: {first}") from None
+    refuse_unsupported(path, model)
+    dtype = {torch.float64: "float64", torch.float32: "float32"}.get(next(model.parameters()).dtype)
+    if dtype is None:
+        raise TorchMDNetError(f"{path}: precision {next(model.parameters()).dtype} does not deploy (64 or 32 do)")
+    names = type_names_of(model)
+    rep = model.representation_model
+    metadata = ModelMetadata(r_max=float(rep.cutoff_upper), type_names=names, num_layers=len(rep.layers) + 1,
+                             model_dtype=dtype)
+    return SourceModel(path, "torchmdnet", metadata, sha256(path), ("aoti-local", "torchscript-ghost"),
+                       lambda: model, architecture="torchmdnet",
+                       exporters={"aoti-local": export_local, "torchscript-ghost": export_ghost},
+                       calculator=lambda: _torchmdnet_calculator_class()(model),
+                       reference="torchmd-net's own model (TorchMD_Net.forward, its neighbour list, derivative forces)",
+                       check_elements=check_elements_of(model, names))
