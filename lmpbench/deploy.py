@@ -221,7 +221,7 @@ def _load_pretrained(spec: str) -> SourceModel:
         raise DeployError(str(err)) from None
 
 
-PRETRAINED_ARCHITECTURES = {"sevenn": "sevenn"}  # prefix of a pretrained name -> lmpbench.architectures module
+PRETRAINED_ARCHITECTURES = {"sevenn": "sevenn", "chgnet": "chgnet"}  # prefix of a pretrained name -> lmpbench.architectures module
 
 
 def load_source(path: str | Path) -> SourceModel:
