@@ -23,10 +23,12 @@ AtomRef composition energy of the atom's element; their sum over atoms is the ca
 energy. Forces are -dE/dpos, scattered from dE/d(edge_vec); the virial is
 -Σ_edges edge_vec ⊗ dE/d(edge_vec), as in the SevenNet adapter.
 
-One MPI rank only: see ``SINGLE_RANK_REASON``. The receptive field of an atom's energy is
-n_conv (4) atom-graph hops; the 3 bond and angle updates move information one hop along the
-bond graph each, 3 Å or less, which stays inside those hops, so the ghost layout would need
-num_layers = 4 and a 4 × 6 = 24 Å ghost shell.
+One MPI rank only (``SINGLE_RANK_REASON``, counts measured on the 32-atom CuAgAuPd cell of the
+tests). The receptive field of an atom's energy is n_conv (4) atom-graph hops: each of the 3
+bond updates reaches one bond further (a bond shorter than 3 Å, one hop) and is fed by atom
+features one convolution behind, so a bond/angle chain ends, like the atom chain, at atoms 3
+hops out whose edges must be complete; the ghost layout would need num_layers = 4 and a
+4 × 6 = 24 Å ghost shell.
 """
 
 from __future__ import annotations
@@ -256,10 +258,11 @@ def calculator(name: str, device: str = "cpu", model=None):
 
 
 SINGLE_RANK_REASON = ("CHGNet's {layers} atom-graph convolutions of {r_max:g} Å (its bond and angle updates stay "
-                      "inside them) need a {depth:g} Å ghost shell in the multi-rank (ghost) layout, thousands of "
-                      "ghost atoms and millions of angles per domain at tens of times the model's cost; several ranks "
-                      "need per-layer feature exchange, which pair style mlff does not have yet. Run it on one rank "
-                      "(a local-layout AOTInductor file)")
+                      "inside them) need a {depth:g} Å ghost shell in the multi-rank (ghost) layout: with CHGNet 0.3.0 a 32-atom fcc "
+                      "cell becomes 6,325 nodes, 305,000 edges and 731,000 angles instead of 1,750 edges and 4,224 "
+                      "angles, about 175 times the model's work and memory; several ranks need "
+                      "per-layer feature exchange, which pair style mlff does not have yet. Run it on one rank (a "
+                      "local-layout AOTInductor file)")
 
 
 def pretrained_source(name: str, spec: str):
