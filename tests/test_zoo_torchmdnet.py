@@ -15,7 +15,7 @@ import torch
 from click.testing import CliRunner
 from zoo_helpers import alloy, calculator_state, lammps_state, max_differences, nve_against_ase
 
-from lmpbench.deploy import DeployError, deploy, load_source, read_deployed_metadata
+from lmpbench.deploy import DeployError, deploy, load_source, read_deployed_metadata, source_for_check
 
 ELEMENTS = ["Cu", "Ni"]
 ATOMREF = {28: -5.5, 29: -3.7}  # Ni, Cu: the Atomref prior's per-element energies (eV)
@@ -25,18 +25,19 @@ TOL = 1e-8
 # torchmd-train's options for the model (the rest of its options do not reach the model)
 MODEL_ARGS = {"model": "tensornet", "precision": 64, "embedding_dimension": 16, "num_layers": 2, "num_rbf": 8,
               "rbf_type": "expnorm", "trainable_rbf": False, "activation": "silu", "cutoff_lower": 0.0, "cutoff_upper": 3.5,
-              "max_num_neighbors": 128, "equivariance_invariance_group": "O(3)", "static_shapes": False,
+              "max_num_neighbors": 32, "equivariance_invariance_group": "O(3)", "static_shapes": False,
               "derivative": True, "atom_filter": -1, "output_model": "Scalar", "reduce_op": "add",
               "output_mlp_num_layers": 0, "aggr": "add", "neighbor_embedding": True, "charge": False, "spin": False}
 
 
 def write_checkpoint(path: Path, max_z: int = 30, std: float = 20.0, mean: float | None = None,
-                     model: str = "tensornet", atomref: dict | None = ATOMREF) -> Path:
+                     model: str = "tensornet", atomref: dict | None = ATOMREF, **options) -> Path:
     """A TensorNet checkpoint in the layout of torchmd-net's trainer (``hyper_parameters``, and the
     TorchMD_Net state under ``model.``), without importing the trainer (lightning: ~10 s)."""
     from torchmdnet.models.model import create_model
 
-    args = dict(MODEL_ARGS, model=model, max_z=max_z, prior_model={"Atomref": {"max_z": max_z}} if atomref else None)
+    args = dict(MODEL_ARGS, model=model, max_z=max_z, prior_model={"Atomref": {"max_z": max_z}} if atomref else None,
+                **options)
     torch.manual_seed(0)
     net = create_model(dict(args), std=torch.tensor(std), mean=None if mean is None else torch.tensor(mean))
     state = {f"model.{key}": value for key, value in net.state_dict().items()}
@@ -91,6 +92,7 @@ def test_checkpoint_read_as_torchmdnet(source, deployed):
     assert source.check_elements == ("Ni", "Cu")  # the elements the Atomref prior names
     info = read_deployed_metadata(deployed("torchscript-ghost"))
     assert info["architecture"] == "torchmdnet" and info["torchmdnet_version"] == "3.1.0" and info["num_layers"] == "3"
+    assert source_for_check(deployed("torchscript-ghost")).kind == "torchmdnet"  # `deploy --check` finds the checkpoint
 
 
 @pytest.mark.mpi
@@ -105,6 +107,25 @@ def test_parity_with_torchmdnet_model(deployed, reference, target, triclinic, np
     diff = max_differences(lammps_state(deployed(target), atoms, ELEMENTS, nprocs, tmp_path), expected)
     assert all(value < TOL for value in diff.values()), diff
     assert np.abs(expected["forces"]).max() > 0.05  # a real test: the model gives forces
+
+
+def test_local_wrapper_matches_reference_in_a_dense_cell(source, reference):
+    """The aoti-local wrapper, eager, on a cell compressed to 41 neighbours per atom (over the checkpoint's
+    cap of 32, which the reference lifts) and narrower than 2 cutoffs (the reference takes a supercell)."""
+    from ase.data import atomic_numbers
+
+    from lmpbench.architectures.torchmdnet import TensorNetLocal, pure_torch
+    from lmpbench.deploy import local_example
+
+    atoms = alloy(ELEMENTS, cells=2, a=2.7, triclinic=True)
+    wrapper = TensorNetLocal(source.load(), [atomic_numbers[s] for s in source.metadata.type_names])
+    with pure_torch():
+        out = wrapper(local_example(atoms, source.metadata))
+    virial = out["virial"].detach().numpy()[0]
+    ours = {"energy": float(out["atomic_energy"].detach().sum()), "forces": out["forces"].detach().numpy(),
+            "stress": -virial[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]] / atoms.get_volume()}
+    diff = max_differences(ours, calculator_state(atoms, reference))
+    assert all(value < TOL for value in diff.values()), diff
 
 
 def cluster(box_A: float = 30.0):
@@ -151,10 +172,12 @@ def test_malformed_and_unsupported_checkpoints(checkpoint, tmp_path):
     torch.save(state, str(broken))
     standardized = write_checkpoint(tmp_path / "standardized.ckpt", mean=-120.0)
     graph_network = write_checkpoint(tmp_path / "gn.ckpt", model="graph-network", atomref=None)
+    charged = write_checkpoint(tmp_path / "charged.ckpt", charge=True)
     cases = ((garbage, "garbage.ckpt is not a loadable nequip checkpoint or package (nor a torchmd-net checkpoint)"),
              (broken, "broken.ckpt is not a loadable torchmd-net checkpoint: "),
              (standardized, "adds its training mean (-120) to each structure's total energy, which has no per-atom form"),
-             (graph_network, "gn.ckpt: torchmd-net model TorchMD_GN is not supported (supported: tensornet)"))
+             (graph_network, "gn.ckpt: torchmd-net model TorchMD_GN is not supported (supported: tensornet)"),
+             (charged, "charged.ckpt: the model was trained with total charge as input, which the pair style does not pass"))
     for path, message in cases:
         with pytest.raises(DeployError, match=message.replace("(", r"\(").replace(")", r"\)")):
             load_source(path)

@@ -79,7 +79,7 @@ def hyperparameters(path: Path) -> dict:
     return dict(state["hyper_parameters"])
 
 
-def refuse_unsupported(path: Path, model) -> None:
+def refuse_unsupported(path: Path, model, hparams: dict) -> None:
     """One-line errors for the models whose energy is not a sum of per-atom terms of the edge list."""
     from torchmdnet.models.output_modules import Scalar
     from torchmdnet.models.tensornet import TensorNet
@@ -95,6 +95,10 @@ def refuse_unsupported(path: Path, model) -> None:
         raise TorchMDNetError(f"{path}: the model adds its training mean ({float(model.mean.sum()):g}) to each "
                               "structure's total energy, which has no per-atom form; train with standardize false "
                               "(an Atomref prior carries per-element energies)")
+    inputs = [name for name in ("charge", "spin") if hparams.get(name)]
+    if inputs:
+        raise TorchMDNetError(f"{path}: the model was trained with total {' and '.join(inputs)} as input, which the "
+                              "pair style does not pass")
     priors = list(model.prior_model or [])
     others = [type(p).__name__ for p in priors if not isinstance(p, Atomref)]
     if others:
@@ -266,7 +270,8 @@ def _torchmdnet_calculator_class():
     class TorchMDNetCalculator(Calculator):
         """TorchMD_Net.forward on the whole structure: its own neighbour list and periodic box
         (a supercell where a cell is narrower than 2 cutoffs, as its neighbour list requires),
-        forces from its derivative. Stress: central differences of the energy over strains.
+        forces from its derivative. Stress: central differences of the energy over strains, in
+        float64 (a copy of the model) whatever the model's dtype.
 
         TensorNet runs on torchmd-net's pure-torch path (the one it takes without warp-lang): its
         warp kernels give float64 energies that differ from that path by ~3e-7 eV per 100 atoms,
@@ -280,20 +285,37 @@ def _torchmdnet_calculator_class():
             self.model = without_warp(model)
             self.dtype = next(model.parameters()).dtype
             self.cutoff = float(model.representation_model.cutoff_upper)
+            self.max_pairs_per_atom = self.model.representation_model.distance.max_num_pairs
+            # the strained energies in float64 whatever the model's dtype: a float32 energy difference
+            # over a 1e-5 strain is rounding noise; energies alone, so no derivative
+            self.strain_model = without_warp(model).double()
+            self.strain_model.derivative = False
 
-        def _evaluate(self, atoms, forces: bool):
+        def _evaluate(self, atoms, model, dtype: torch.dtype):
             z = torch.tensor(atoms.numbers, dtype=torch.long)
-            pos = torch.tensor(atoms.positions, dtype=self.dtype)
-            box = torch.tensor(atoms.cell.array, dtype=self.dtype) if atoms.pbc.all() else None
-            with pure_torch():
-                energy, neg_dy = self.model(z, pos, box=box)
-            return float(energy.detach().sum()), (neg_dy.detach().double().numpy() if forces else None)
+            pos = torch.tensor(atoms.positions, dtype=dtype)
+            box = torch.tensor(atoms.cell.array, dtype=dtype) if atoms.pbc.all() else None
+            # the trained cap on neighbours per atom (torchmd-train's default 32) makes torchmd-net stop
+            # where the deployed model, which has no cap, runs: room for every atom here
+            distance = model.representation_model.distance
+            distance.max_num_pairs = -max(abs(self.max_pairs_per_atom), min(len(atoms), 1024))
+            try:
+                with pure_torch():
+                    energy, neg_dy = model(z, pos, box=box)
+            except (RuntimeError, AssertionError) as err:  # e.g. a box beyond its neighbour list's reduced form
+                from lmpbench.deploy import DeployError
+
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise DeployError(f"torchmd-net's own model cannot evaluate this structure: {first}") from None
+            return float(energy.detach().sum()), neg_dy.detach().double().numpy()
 
         def _supercell(self, atoms):
             if not atoms.pbc.any():
                 return atoms, 1
             if not atoms.pbc.all():
-                raise TorchMDNetError("torchmd-net's periodic box is all-periodic or none; this structure is partly periodic")
+                from lmpbench.deploy import DeployError
+
+                raise DeployError("torchmd-net's periodic box is all-periodic or none; this structure is partly periodic")
             widths = atoms.cell.volume / np.linalg.norm(np.cross(atoms.cell[[1, 2, 0]], atoms.cell[[2, 0, 1]]), axis=1)
             repeat = [int(np.ceil(2 * self.cutoff / w + 1e-9)) for w in widths]
             return atoms.repeat(repeat), int(np.prod(repeat))
@@ -301,12 +323,8 @@ def _torchmdnet_calculator_class():
         def _strained_energy(self, atoms, strain: np.ndarray) -> float:
             strained = atoms.copy()
             strained.set_cell(atoms.cell.array @ (np.eye(3) + strain), scale_atoms=True)
-            self.model.derivative = False  # energies alone: no autograd graph
-            try:
-                with torch.no_grad():
-                    return self._evaluate(strained, forces=False)[0]
-            finally:
-                self.model.derivative = True
+            with torch.no_grad():
+                return self._evaluate(strained, self.strain_model, torch.float64)[0]
 
         def _stress(self, atoms) -> np.ndarray:
             # lower-triangular strains keep torchmd-net's box form; the stress is symmetric
@@ -322,7 +340,7 @@ def _torchmdnet_calculator_class():
         def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
             super().calculate(atoms, properties, system_changes)
             big, copies = self._supercell(self.atoms)
-            energy, forces = self._evaluate(big, forces=True)
+            energy, forces = self._evaluate(big, self.model, self.dtype)
             self.results = {"energy": energy / copies, "forces": forces[: len(self.atoms)]}
             if "stress" in properties:
                 self.results["stress"] = self._stress(big) if self.atoms.pbc.all() else np.zeros(6)
@@ -378,7 +396,7 @@ def checkpoint_source(path: Path):
     except Exception as err:  # torchmd-net raises many kinds (KeyError, RuntimeError, ...) for a bad checkpoint
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise TorchMDNetError(f"{path} is not a loadable torchmd-net checkpoint: {first}") from None
-    refuse_unsupported(path, model)
+    refuse_unsupported(path, model, hyperparameters(path))
     dtype = {torch.float64: "float64", torch.float32: "float32"}.get(next(model.parameters()).dtype)
     if dtype is None:
         raise TorchMDNetError(f"{path}: precision {next(model.parameters()).dtype} does not deploy (64 or 32 do)")
