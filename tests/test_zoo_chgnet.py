@@ -85,6 +85,22 @@ def test_adapter_matches_chgnet_calculator(source, chgnet_calc, kind, one_thread
     assert np.abs(reference["forces"]).max() > 0.5 and np.abs(reference["stress"]).max() > 1e-3
 
 
+@pytest.mark.parametrize("formula", ["Cu", "NaCl"])
+def test_adapter_on_primitive_cells(source, chgnet_calc, formula, one_thread):
+    """One- and two-atom cells: an atom's own images are its neighbours, bonds and angles."""
+    from ase.build import bulk
+
+    from lmpbench.architectures.chgnet import CHGNetLocal
+    from lmpbench.structures import lammps_oriented
+
+    atoms = lammps_oriented(bulk(formula, "fcc" if formula == "Cu" else "rocksalt", a=3.6 if formula == "Cu" else 5.6))
+    atoms.rattle(0.05, seed=1)
+    out = CHGNetLocal(source.load())(local_example(atoms, source.metadata))
+    reference = calculator_state(atoms, chgnet_calc)
+    assert abs(float(out["atomic_energy"].detach().sum()) - reference["energy"]) < FLOAT32["energy"]
+    assert np.abs(out["forces"].detach().numpy() - reference["forces"]).max() < FLOAT32["forces"]
+
+
 def test_graphs_match_chgnet_converter(source):
     """As many bonds and angles as chgnet's own graph converter builds, each bond with its reverse."""
     from pymatgen.io.ase import AseAtomsAdaptor
@@ -133,6 +149,13 @@ def test_lammps_matches_chgnet_calculator(deployed, source, kind):
 
 
 @pytest.mark.slow
+def test_lammps_without_angles(deployed, source):
+    """No bond shorter than 3 Å: no angles, CHGNet skips its bond updates (empty bond graph in the compiled model)."""
+    report = check(deployed, source, alloy(["Na", "Cl"], cells=2, a=6.0, triclinic=True))
+    assert report.passed, report.lines()
+
+
+@pytest.mark.slow
 def test_deployed_metadata_and_nve(deployed, chgnet_calc):
     meta = read_deployed_metadata(deployed)
     assert meta["source_spec"] == "chgnet" and meta["architecture"] == "chgnet" and meta["graph"] == "local"
@@ -140,8 +163,8 @@ def test_deployed_metadata_and_nve(deployed, chgnet_calc):
     # 100 NVE steps on a four-element alloy, against ASE's velocity Verlet with chgnet's calculator
     atoms = structure("orthorhombic")
     x_lammps, x_ase = nve_against_ase(deployed, atoms, METALS, chgnet_calc, steps=100)
-    assert np.abs(x_ase - atoms.positions).max() > 0.05
-    np.testing.assert_allclose(x_lammps, x_ase, rtol=0, atol=1e-3)
+    assert np.abs(x_ase - atoms.positions).max() > 0.2
+    np.testing.assert_allclose(x_lammps, x_ase, rtol=0, atol=1e-4)  # measured 7e-7 Å after 100 steps
 
 
 @pytest.mark.slow

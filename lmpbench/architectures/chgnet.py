@@ -166,7 +166,10 @@ def bond_conv(layer, atom, bond, weight, angle, angles, reverse):
         new = layer.mlp_out(new)
     if layer.resnet:
         new = new + bond
-    return new if layer.bond_norm is None else layer.bond_norm(new)
+    if layer.bond_norm is not None:
+        new = layer.bond_norm(new)
+    # CHGNet skips the bond update of a structure without angles (0.2.0's output bias would move every bond)
+    return torch.where(torch.ones_like(left).sum() > 0, new, bond)
 
 
 def angle_update(layer, atom, bond, angle, angles):
