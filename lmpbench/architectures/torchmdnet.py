@@ -26,7 +26,8 @@ Message-passing depth (``num_layers`` of the contract, sets the multi-rank ghost
 embedding already sums over neighbours, so it is TensorNet's interaction layers + 1.
 
 The reference of the deploy check (``TorchMDNetCalculator``) is torchmd-net's full model:
-``TorchMD_Net.forward`` with its own neighbour list and box and forces from derivative=True;
+``TorchMD_Net.forward`` with its own neighbour list and box and forces from derivative=True, on
+the same pure-torch path (its warp kernels differ from it by ~3e-7 eV on 108 atoms in float64);
 its stress is a central difference of that energy over strains that keep the box in
 torchmd-net's lower-triangular form (the box does not reach its neighbour list's gradient).
 """
@@ -209,7 +210,9 @@ class TensorNetEdgeEnergies(torch.nn.Module):
         edge_index = torch.cat([edge_index, torch.stack([loops, loops])], dim=1)
         length = torch.linalg.vector_norm(edge_vec, dim=1)
         edge_weight = torch.cat([length, torch.zeros(n, dtype=edge_vec.dtype, device=edge_vec.device)])
-        unit = torch.cat([edge_vec / length.unsqueeze(1), torch.zeros(n, 3, dtype=edge_vec.dtype, device=edge_vec.device)])
+        # torchmd-net's edge vectors point from the neighbour (row 1) to the centre (row 0): the
+        # pair style's, reversed (an SO(3) TensorNet is not invariant under that inversion)
+        unit = torch.cat([-edge_vec / length.unsqueeze(1), torch.zeros(n, 3, dtype=edge_vec.dtype, device=edge_vec.device)])
         edge_attr = self.distance_expansion(edge_weight)
         empty = torch.empty(0, dtype=torch.long, device=edge_index.device)
         graph = {"edge_index": edge_index, "row_data": empty, "row_indices": empty, "row_indptr": empty,
