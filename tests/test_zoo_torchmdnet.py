@@ -1,11 +1,13 @@
-"""torchmd-net (3.1) TensorNet: a trainer-format checkpoint deployed through the pair style's edge
-list, equal in LAMMPS to torchmd-net's own model (its neighbour list, box and derivative forces)
-on 1 and 2 ranks (float64, tolerance 1e-8), and NVE as ASE's velocity Verlet with it.
+"""torchmd-net (3.1) TensorNet and equivariant transformer: trainer-format checkpoints deployed
+through the pair style's edge list, equal in LAMMPS to torchmd-net's own model (its neighbour
+list, box and derivative forces) on 1 and 2 ranks (float64, tolerance 1e-8), and NVE as ASE's
+velocity Verlet with it.
 
-The model is a small randomly initialised TensorNet (2 interaction layers, 16 channels, cutoff
-3.5 Å) with an Atomref prior and a std scale, written as torchmd-net's trainer writes checkpoints
-(hyperparameters and state under ``model.``): nothing is downloaded or trained. The AOTInductor
-target (minutes to compile on 2 cores) is marked slow; TorchScript compiles in seconds."""
+The models are small and randomly initialised (TensorNet: 2 interaction layers, 16 channels,
+cutoff 3.5 Å, an Atomref prior and a std scale; the transformer likewise), written as
+torchmd-net's trainer writes checkpoints (hyperparameters and state under ``model.``): nothing
+is downloaded or trained. The AOTInductor target (minutes to compile on 2 cores) is marked
+slow; TorchScript compiles in seconds."""
 
 from pathlib import Path
 
@@ -27,7 +29,8 @@ MODEL_ARGS = {"model": "tensornet", "precision": 64, "embedding_dimension": 16, 
               "rbf_type": "expnorm", "trainable_rbf": False, "activation": "silu", "cutoff_lower": 0.0, "cutoff_upper": 3.5,
               "max_num_neighbors": 32, "equivariance_invariance_group": "O(3)", "static_shapes": False,
               "derivative": True, "atom_filter": -1, "output_model": "Scalar", "reduce_op": "add",
-              "output_mlp_num_layers": 0, "aggr": "add", "neighbor_embedding": True, "charge": False, "spin": False}
+              "output_mlp_num_layers": 0, "aggr": "add", "neighbor_embedding": True, "charge": False, "spin": False,
+              "attn_activation": "silu", "num_heads": 4, "distance_influence": "both", "vector_cutoff": False}
 
 
 def write_checkpoint(path: Path, max_z: int = 30, std: float = 20.0, mean: float | None = None,
@@ -116,13 +119,13 @@ def test_local_wrapper_matches_reference_in_a_dense_cell(checkpoint, group, tmp_
     an SO(3) TensorNet also feels the direction of the edge vectors (inversion changes its energy)."""
     from ase.data import atomic_numbers
 
-    from lmpbench.architectures.torchmdnet import TensorNetLocal, pure_torch
+    from lmpbench.architectures.torchmdnet import TorchMDNetLocal, pure_torch
     from lmpbench.deploy import local_example
 
     path = checkpoint if group == "O(3)" else write_checkpoint(tmp_path / "so3.ckpt", equivariance_invariance_group=group)
     source = load_source(path)
     atoms = alloy(ELEMENTS, cells=2, a=2.7, triclinic=True)
-    wrapper = TensorNetLocal(source.load(), [atomic_numbers[s] for s in source.metadata.type_names])
+    wrapper = TorchMDNetLocal(source.load(), [atomic_numbers[s] for s in source.metadata.type_names])
     with pure_torch():
         out = wrapper(local_example(atoms, source.metadata))
     virial = out["virial"].detach().numpy()[0]
@@ -130,6 +133,30 @@ def test_local_wrapper_matches_reference_in_a_dense_cell(checkpoint, group, tmp_
             "stress": -virial[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]] / atoms.get_volume()}
     diff = max_differences(ours, calculator_state(atoms, source.calculator()))
     assert all(value < TOL for value in diff.values()), diff
+
+
+@pytest.fixture(scope="module")
+def transformer(tmp_path_factory):
+    """(source, deployed torchscript-ghost file) of a small random equivariant transformer (2 attention layers)."""
+    out = tmp_path_factory.mktemp("torchmdnet_et")
+    path = write_checkpoint(out / "et.ckpt", model="equivariant-transformer")
+    deployed = deploy(path, out / "et.pt", echo=lambda *a: None, structure=alloy(ELEMENTS, cells=2, a=3.6)).path
+    return load_source(path), deployed
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("triclinic, nprocs", [(True, 2), pytest.param(True, 1, marks=pytest.mark.slow),
+                                               pytest.param(False, 1, marks=pytest.mark.slow),
+                                               pytest.param(False, 2, marks=pytest.mark.slow)])
+def test_equivariant_transformer_parity(transformer, triclinic, nprocs, tmp_path):
+    source, deployed = transformer
+    # neighbour embedding + 2 attention layers; torchscript-ghost only (see the module)
+    assert source.metadata.num_layers == 3 and source.targets == ("torchscript-ghost",)
+    atoms = alloy(ELEMENTS, cells=2, a=3.6, triclinic=triclinic)
+    expected = calculator_state(atoms, source.calculator())
+    diff = max_differences(lammps_state(deployed, atoms, ELEMENTS, nprocs, tmp_path), expected)
+    assert all(value < TOL for value in diff.values()), diff
+    assert np.abs(expected["forces"]).max() > 0.05
 
 
 def cluster(box_A: float = 30.0):
@@ -180,7 +207,8 @@ def test_malformed_and_unsupported_checkpoints(checkpoint, tmp_path):
     cases = ((garbage, "garbage.ckpt is not a loadable nequip checkpoint or package (nor a torchmd-net checkpoint)"),
              (broken, "broken.ckpt is not a loadable torchmd-net checkpoint: "),
              (standardized, "adds its training mean (-120) to each structure's total energy, which has no per-atom form"),
-             (graph_network, "gn.ckpt: torchmd-net model TorchMD_GN is not supported (supported: tensornet)"),
+             (graph_network, "gn.ckpt: torchmd-net model TorchMD_GN is not supported (supported: tensornet, "
+                             "equivariant-transformer)"),
              (charged, "charged.ckpt: the model was trained with total charge as input, which the pair style does not pass"))
     for path, message in cases:
         with pytest.raises(DeployError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -1,9 +1,13 @@
-"""torchmd-net (3.1) TensorNet models, from its trainer's checkpoints, deployed into pair style mlff.
+"""torchmd-net (3.1) TensorNet and equivariant-transformer models, from its trainer's checkpoints,
+deployed into pair style mlff.
 
 ``lmpbench deploy model.ckpt`` takes a checkpoint written by torchmd-net's trainer
 (``torchmd-train``; a lightning checkpoint whose state holds ``model.representation_model.*``),
 told apart from nequip's ``.ckpt`` by that content. Targets: ``torchscript-ghost`` (any number
-of MPI ranks, compiles in seconds) and ``aoti-local`` (one rank, AOTInductor).
+of MPI ranks, compiles in seconds) and, for TensorNet, ``aoti-local`` (one rank, AOTInductor;
+the transformer's attention sums with a size read from the data, which AOTInductor cannot trace).
+The equivariant transformer's wrapper (``ETEdgeEnergies``) follows the same plan as TensorNet's
+below: its neighbour embedding, attention layers and gated output blocks on the given edges.
 
 The adapter: torchmd-net's ``TorchMD_Net`` builds its own neighbour list (``OptimizedDistance``)
 from positions and box. The wrappers here instead take the pair style's edges (row 0 the centre,
@@ -43,7 +47,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-SUPPORTED_MODELS = ("tensornet",)
+SUPPORTED_MODELS = ("tensornet", "equivariant-transformer")
 CHECK_ELEMENTS = ("Cu", "Ni")  # the deploy check's alloy when the model's atomref names no elements
 
 
@@ -82,16 +86,20 @@ def hyperparameters(path: Path) -> dict:
 
 def refuse_unsupported(path: Path, model, hparams: dict) -> None:
     """One-line errors for the models whose energy is not a sum of per-atom terms of the edge list."""
-    from torchmdnet.models.output_modules import Scalar
+    from torchmdnet.models.output_modules import EquivariantScalar, Scalar
     from torchmdnet.models.tensornet import TensorNet
+    from torchmdnet.models.torchmd_et import TorchMD_ET
     from torchmdnet.priors import Atomref
 
-    if not isinstance(model.representation_model, TensorNet):
-        raise TorchMDNetError(f"{path}: torchmd-net model {type(model.representation_model).__name__} is not supported "
+    rep = model.representation_model
+    if not isinstance(rep, (TensorNet, TorchMD_ET)):
+        raise TorchMDNetError(f"{path}: torchmd-net model {type(rep).__name__} is not supported "
                               f"(supported: {', '.join(SUPPORTED_MODELS)})")
-    if type(model.output_model) is not Scalar or model.output_model.reduce_op not in ("add", "sum"):
+    summed = EquivariantScalar if isinstance(rep, TorchMD_ET) else Scalar
+    if type(model.output_model) is not summed or model.output_model.reduce_op not in ("add", "sum"):
         raise TorchMDNetError(f"{path}: output model {type(model.output_model).__name__} (reduce "
-                              f"{model.output_model.reduce_op}) is not an energy summed over atoms (Scalar, sum)")
+                              f"{model.output_model.reduce_op}) is not an energy summed over atoms "
+                              f"({summed.__name__}, sum)")
     if float(model.mean.abs().sum()) != 0.0:
         raise TorchMDNetError(f"{path}: the model adds its training mean ({float(model.mean.sum()):g}) to each "
                               "structure's total energy, which has no per-atom form; train with standardize false "
@@ -111,7 +119,9 @@ def type_names_of(model) -> list[str]:
     """Elements H .. the model's largest atomic number (its embedding table's size)."""
     from ase.data import chemical_symbols
 
-    max_z = model.representation_model.tensor_embedding.emb.num_embeddings
+    rep = model.representation_model
+    embedding = rep.embedding if hasattr(rep, "attention_layers") else rep.tensor_embedding.emb
+    max_z = embedding.num_embeddings
     return list(chemical_symbols[1:min(max_z, len(chemical_symbols))])
 
 
@@ -229,25 +239,89 @@ class TensorNetEdgeEnergies(torch.nn.Module):
         return energy.reshape(-1)
 
 
-class TensorNetGhost(torch.nn.Module):
+class ETEdgeEnergies(torch.nn.Module):
+    """Per-atom energies of a TorchMD_Net equivariant transformer from a given edge list."""
+
+    def __init__(self, model, type_numbers: list[int]):
+        super().__init__()
+        rep = model.representation_model
+        self.embedding, self.distance_expansion = rep.embedding, rep.distance_expansion
+        self.neighbor_embedding = rep.neighbor_embedding  # a module or None
+        self.attention_layers, self.out_norm = rep.attention_layers, rep.out_norm
+        self.output_network = model.output_model.output_network
+        self.priors = torch.nn.ModuleList(list(model.prior_model or []))
+        self.register_buffer("std", model.std.detach().clone())
+        self.register_buffer("type_numbers", torch.tensor(type_numbers, dtype=torch.long))
+
+    def forward(self, atom_types: Tensor, edge_index: Tensor, edge_vec: Tensor) -> Tensor:
+        z = self.type_numbers.index_select(0, atom_types)
+        n = z.shape[0]
+        length = torch.linalg.vector_norm(edge_vec, dim=1)
+        x = self.embedding(z)
+        if self.neighbor_embedding is not None:
+            # NeighborEmbedding's sum over neighbours, without its self-loop removal by index (which
+            # would also drop an atom's own periodic image, a real neighbour in the local layout)
+            embed = self.neighbor_embedding
+            weights = embed.distance_proj(self.distance_expansion(length)) * embed.cutoff(length).view(-1, 1)
+            messages = weights * embed.embedding(z).index_select(0, edge_index[1])
+            summed = torch.zeros(n, x.shape[1], dtype=x.dtype, device=x.device).index_add(0, edge_index[0], messages)
+            x = embed.combine(torch.cat([x, summed], dim=1))
+        # the attention sums at row 1 over row 0, edge vectors pos[row 0] - pos[row 1], self-loops
+        # included (its neighbour list has them): the pair style's edges with rows swapped
+        loops = torch.arange(n, dtype=edge_index.dtype, device=edge_index.device)
+        index = torch.cat([torch.stack([edge_index[1], edge_index[0]]), torch.stack([loops, loops])], dim=1)
+        weight = torch.cat([length, torch.zeros(n, dtype=edge_vec.dtype, device=edge_vec.device)])
+        unit = torch.cat([edge_vec / length.unsqueeze(1), torch.zeros(n, 3, dtype=edge_vec.dtype, device=edge_vec.device)])
+        edge_attr = self.distance_expansion(weight)
+        vec = torch.zeros(n, 3, x.shape[1], dtype=x.dtype, device=x.device)
+        for attention in self.attention_layers:
+            dx, dvec = attention(x, vec, index, weight, edge_attr, unit)
+            x, vec = x + dx, vec + dvec
+        x = self.out_norm(x)
+        for block in self.output_network:
+            # GatedEquivariantBlock.forward without its warning for zero vector features: in the ghost
+            # layout every outermost ghost has them (no edges of its own), and LAMMPS would print it each step
+            vec1_buffer = block.vec1_proj(vec)
+            present = (vec1_buffer != 0).flatten(1).any(dim=1)
+            vec1 = torch.zeros(n, vec1_buffer.shape[2], dtype=x.dtype, device=x.device)
+            vec1[present] = torch.linalg.vector_norm(vec1_buffer[present], dim=-2)
+            x, gate = torch.split(block.update_net(torch.cat([x, vec1], dim=-1)), block.out_channels, dim=-1)
+            vec = gate.unsqueeze(1) * block.vec2_proj(vec)
+            if block.act is not None:
+                x = block.act(x)
+        energy = x * self.std
+        batch = torch.zeros_like(z)
+        for prior in self.priors:
+            energy = prior.pre_reduce(energy, z, edge_vec, batch, None)
+        return energy.reshape(-1)
+
+
+def edge_energies(model, type_numbers: list[int]) -> torch.nn.Module:
+    """The per-atom energy module of ``model`` on a given edge list (TensorNet or equivariant transformer)."""
+    if hasattr(model.representation_model, "attention_layers"):
+        return ETEdgeEnergies(model, type_numbers)
+    return TensorNetEdgeEnergies(model, type_numbers)
+
+
+class TorchMDNetGhost(torch.nn.Module):
     """The contract's TorchScript forward (ghost layout: edge vectors pos[j] - pos[i], no cell)."""
 
     def __init__(self, model, type_numbers: list[int]):
         super().__init__()
-        self.energies = TensorNetEdgeEnergies(model, type_numbers)
+        self.energies = edge_energies(model, type_numbers)
 
     def forward(self, pos: Tensor, edge_index: Tensor, atom_types: Tensor, nlocal: int) -> Tensor:
         edge_vec = pos.index_select(0, edge_index[1]) - pos.index_select(0, edge_index[0])
         return self.energies(atom_types, edge_index, edge_vec)
 
 
-class TensorNetLocal(torch.nn.Module):
+class TorchMDNetLocal(torch.nn.Module):
     """pair_nequip's local layout (as SevenNetLocal): inputs pos, edge_index, atom_types, cell
     [1,3,3], edge_cell_shift; outputs atomic_energy, forces, virial [1,3,3]."""
 
     def __init__(self, model, type_numbers: list[int], model_dtype: str = "float64"):
         super().__init__()
-        self.energies = TensorNetEdgeEnergies(model, type_numbers)
+        self.energies = edge_energies(model, type_numbers)
         self.model_dtype = model_dtype  # read by nequip's export check (AOTInductor against eager)
 
     def forward(self, data: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -373,7 +447,7 @@ def export_ghost(source, out: Path, device: str, provenance: dict) -> None:
     metadata = ModelMetadata(r_max=meta.r_max, type_names=meta.type_names, num_layers=meta.num_layers,
                              model_dtype=meta.model_dtype, extra=provenance)
     with pure_torch():
-        scripted = torch.jit.script(TensorNetGhost(source.load(), _type_numbers(meta.type_names)).to(device))
+        scripted = torch.jit.script(TorchMDNetGhost(source.load(), _type_numbers(meta.type_names)).to(device))
     torch.jit.save(scripted, str(out), _extra_files={METADATA_FILE: metadata.to_json()})
 
 
@@ -382,7 +456,7 @@ def export_local(source, out: Path, device: str, provenance: dict) -> None:
                                  local_example)
 
     meta = source.metadata
-    wrapper = TensorNetLocal(source.load(), _type_numbers(meta.type_names), meta.model_dtype)
+    wrapper = TorchMDNetLocal(source.load(), _type_numbers(meta.type_names), meta.model_dtype)
     data = local_example(default_structure(list(source.check_elements)), meta)
     with pure_torch():
         export_aoti(wrapper, out, device, LOCAL_INPUTS, LOCAL_OUTPUTS, data,
@@ -405,9 +479,14 @@ def checkpoint_source(path: Path):
         raise TorchMDNetError(f"{path}: precision {next(model.parameters()).dtype} does not deploy (64 or 32 do)")
     names = type_names_of(model)
     rep = model.representation_model
-    metadata = ModelMetadata(r_max=float(rep.cutoff_upper), type_names=names, num_layers=len(rep.layers) + 1,
+    transformer = hasattr(rep, "attention_layers")
+    # message-passing depth: the interactions, and the embedding's sum over neighbours before them
+    layers = len(rep.attention_layers) + (rep.neighbor_embedding is not None) if transformer else len(rep.layers) + 1
+    metadata = ModelMetadata(r_max=float(rep.cutoff_upper), type_names=names, num_layers=max(1, layers),
                              model_dtype=dtype)
-    return SourceModel(path, "torchmdnet", metadata, sha256(path), ("aoti-local", "torchscript-ghost"),
+    # the transformer's attention sums with a size read from the data (index.max()), which AOTInductor cannot trace
+    targets = ("torchscript-ghost",) if transformer else ("aoti-local", "torchscript-ghost")
+    return SourceModel(path, "torchmdnet", metadata, sha256(path), targets,
                        lambda: model, architecture="torchmdnet",
                        exporters={"aoti-local": export_local, "torchscript-ghost": export_ghost},
                        calculator=lambda: _torchmdnet_calculator_class()(model),
