@@ -9,7 +9,7 @@ PLUGIN := $(VENV)/share/lmpbench/plugin/mlffplugin.so
 PLUGIN_SOURCES := $(wildcard pair_styles/*.cpp pair_styles/*.h) pair_styles/CMakeLists.txt
 DEBIAN_PACKAGES := cmake g++ make
 
-.PHONY: all setup plugin test test-slow demo bench debian-packages clean
+.PHONY: all setup plugin test test-slow demo demo-scaling bench browser debian-packages clean
 
 all: setup
 
@@ -40,16 +40,28 @@ $(PLUGIN): $(STAMP) $(PLUGIN_SOURCES)
 
 plugin: $(PLUGIN)
 
+# The report test opens the page in headless Chromium; without it (or apt) that one test skips.
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  sudo=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  { $$sudo apt-get update -q && $$sudo apt-get install -y -q chromium; } >/dev/null 2>&1 || \
+	  echo "chromium could not be installed: the report's browser test will skip"; }
+
 # `make test` leaves out tests marked slow (deploying a pretrained universal model, extra
 # AOTInductor variants: minutes each); `make test-slow` runs them
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow tests
 
+# the benchmark end to end on shipped data: deploy, run, analyse, report
 demo: setup
 	$(BIN)/lmpbench demo --out demo_output
+
+# deploy targets and multi-rank runs of a tiny CuAu model
+demo-scaling: setup
+	$(BIN)/lmpbench demo-scaling --out demo_scaling_output
 
 bench: setup
 	$(BIN)/python benchmarks/pair_overhead.py
@@ -58,4 +70,4 @@ bench: setup
 	$(BIN)/python benchmarks/collapse_overhead.py
 
 clean:
-	rm -rf $(VENV) build demo_output .pytest_cache
+	rm -rf $(VENV) build demo_output demo_scaling_output .pytest_cache

@@ -463,18 +463,53 @@ def systems():
 
 @cli.command()
 @click.option("--out", type=click.Path(file_okay=False), default="demo_output", show_default=True,
+              help="Folder for the deployed models, runs, references and report (a second call reuses them).")
+@click.option("--processes", type=click.IntRange(min=1), default=None,
+              help="Runs at once (default: the cores this process may use; each run takes one thread).")
+@click.option("--no-progress", is_flag=True)
+def demo(out, processes, no_progress):
+    """The benchmark end to end on shipped data: shipped models deployed here, run in LAMMPS on
+    water and ethanol for three seeds, scored against the shipped reference, and a report."""
+    from lmpbench.demo import DemoError, run_demo
+    from lmpbench.report.collect import ReportError
+
+    warnings.filterwarnings("ignore")
+    try:
+        summary = run_demo(out, progress=not no_progress, echo=click.echo, processes=processes)
+    except (DemoError, ReportError) as err:
+        raise click.ClickException(str(err)) from None
+    for table in summary["tables"]:
+        click.echo(f"\n{table['system']}")
+        _echo_table(table["head"], table["rows"])
+        click.echo(table["sentence"])
+    failed = [r for r in summary["runs"] if r["status"] == "failed"]
+    for run in failed:
+        click.echo(f"failed: {run['folder']}: {run.get('error', 'see its run.json')}")
+    click.echo(f"\n{len(summary['runs'])} runs in {summary['minutes']:.1f} min on {summary['processes']} process(es)")
+    click.echo(f"report: {summary['report']['html']}")
+    click.echo(f"        {summary['report'].get('markdown', '')}  (tables as CSV/JSON beside it)")
+
+
+def _echo_table(head: list, rows: list) -> None:
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    for row in [head, *rows]:
+        click.echo("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+@cli.command("demo-scaling")
+@click.option("--out", type=click.Path(file_okay=False), default="demo_scaling_output", show_default=True,
               help="Folder for the demo's model, runs and summary.")
 @click.option("--steps", type=click.IntRange(min=10), default=200, show_default=True)
-def demo(out, steps):
-    """Train a tiny NequIP model, deploy it, run it in LAMMPS on 1 and 2 ranks, analyse."""
+def demo_scaling(out, steps):
+    """Train a tiny NequIP model (CuAu), deploy it, run it in LAMMPS on 1 and 2 ranks, analyse."""
     from lmpbench.decks import LammpsRunError
-    from lmpbench.demo import run_demo
     from lmpbench.deploy import DeployError
+    from lmpbench.scaling_demo import run_scaling_demo
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning)
     try:
-        summary = run_demo(out, steps=steps, echo=click.echo)
+        summary = run_scaling_demo(out, steps=steps, echo=click.echo)
     except (LammpsRunError, DeployError) as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"\n{summary['atoms']} atoms, {steps} NVE steps, model {summary['model']}")
@@ -486,23 +521,7 @@ def demo(out, steps):
     click.echo(f"analysed {a['frames']} frames of {a['trajectory']}: RDF first peak at {a['rdf_first_peak_A']:.2f} Å, "
                f"MSD {a['msd_A2_at_last_lag']:.3g} Å^2 after {a['last_lag_steps']} steps")
     click.echo(f"analysis: {a['metrics']}, curves {a['curves']}, plots {', '.join(a['plots'])}")
-    b = summary["benchmark"]
-    pairs = list(b["noise_floor_rdf_mae"])
-    click.echo(f"\nshipped NequIP water models, {b['length_ps']:g} ps each, scored against the shipped SPC/Fw reference")
-    click.echo(f"{'model':>18} {'train':>6} {'test F MAE':>11} {'status':>9} {'stable ps':>9} "
-               + " ".join(f"{'RDF ' + p:>10}" for p in pairs))
-    for m in b["models"]:
-        rdf = " ".join(f"{_number(m['rdf_mae'].get(p), '.3f'):>10}" for p in pairs)
-        click.echo(f"{m['model']:>18} {m['train_frames']:>6} {m['test_force_mae_meV_A']:>7.1f} meV {m['status']:>9} "
-                   f"{_number(m['stability_ps'], '.2f'):>9} {rdf}")
-    click.echo(f"{'noise floor':>18} {'':>6} {'':>11} {'':>9} {'':>9} "
-               + " ".join(f"{_number(b['noise_floor_rdf_mae'][p], '.3f'):>10}" for p in pairs))
     click.echo(f"summary: {Path(out).resolve() / 'summary.json'}")
-
-
-def _number(value, spec: str) -> str:
-    """A metric for a table: formatted, or "n/a" when it could not be computed (never 0)."""
-    return "n/a" if value is None else format(value, spec)
 
 
 @cli.group()

@@ -1,16 +1,11 @@
-"""The end-to-end demo on a shipped example: train, deploy, run in LAMMPS, analyse.
+"""The deploy and multi-rank demo (`make demo-scaling`): train, deploy, run in LAMMPS, analyse.
 
-Grows with the project; today: a tiny NequIP model trained here on EMT data (CuAu, about
-15 s), deployed with ``lmpbench deploy`` to the fast single-rank path and to the exact
-multi-rank path (each deploy checks itself against nequip's ASE calculator), NVE in LAMMPS
-through pair style mlff (fast path on one rank, exact path on one and on two ranks), and
-a first analysis: energy conservation, agreement of the paths, speed, and the first run's
-dump analysed as any trajectory file (RDFs, MSD, plots).
-
-Then the benchmark's own chain on shipped data (``benchmark_shipped``): the NequIP models that
-``lmpbench train`` made from the shipped SPC/Fw water reference (two training-set sizes) are
-deployed, run under the water protocol in LAMMPS, and scored against the reference
-trajectory, beside the reference's own noise floor and each model's test force error.
+A tiny NequIP model trained here on EMT data (CuAu, about 15 s), deployed with ``lmpbench
+deploy`` to the fast single-rank path and to the exact multi-rank path (each deploy checks
+itself against nequip's ASE calculator), NVE in LAMMPS through pair style mlff (fast path on
+one rank, exact path on one and on two ranks), and a first analysis: energy conservation,
+agreement of the paths, speed, and the first run's dump analysed as any trajectory file
+(RDFs, MSD, plots). The benchmark itself is `make demo` (``lmpbench.demo``).
 """
 
 from __future__ import annotations
@@ -27,10 +22,6 @@ from lmpbench.models.toy_nequip import train_toy_nequip
 from lmpbench.structures import lammps_oriented, write_lammps_data
 
 ELEMENTS = ["Cu", "Au"]
-# the shipped reference set and models of the benchmark section (lmpbench/data/README.md)
-SHIPPED_SYSTEM = "water"
-SHIPPED_REFERENCE = "water-reference-short"
-SHIPPED_MODELS = ("water-nequip-40", "water-nequip-150")
 RUNS = (("aoti-local", 1), ("aoti-ghost", 1), ("aoti-ghost", 2))  # (target, MPI ranks)
 
 
@@ -53,7 +44,7 @@ def thermo_table(log_path: Path) -> dict[str, np.ndarray]:
     return {k: np.asarray(v, dtype=float) for k, v in run.items()}
 
 
-def run_demo(out: Path, steps: int = 200, echo=print) -> dict:
+def run_scaling_demo(out: Path, steps: int = 200, echo=print) -> dict:
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "model" / "train" / "last.ckpt"
@@ -95,51 +86,8 @@ def run_demo(out: Path, steps: int = 200, echo=print) -> dict:
         ],
     }
     summary["analysis"] = analyse_trajectory(runs[RUNS[0]]["dir"] / "traj.dump", out / "analysis")
-    summary["benchmark"] = benchmark_shipped(out / "benchmark", echo=echo)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
-
-
-def shipped_model(name: str) -> Path:
-    """Folder of a model shipped in ``lmpbench/data/models``."""
-    from importlib import resources
-
-    return Path(str(resources.files("lmpbench.data"))) / "models" / name
-
-
-def benchmark_shipped(out: Path, length_ps: float = 2.0, seed: int = 1, echo=print) -> dict:
-    """Each shipped water model deployed, run for ``length_ps`` under the water protocol and
-    scored against the shipped reference (its first seed), with the reference's noise floor
-    (its second seed scored the same way) and the model's test force MAE from ``train.json``."""
-    from lmpbench import runner, systems
-    from lmpbench.analysis.run_metrics import analyze
-    from lmpbench.datasets.store import find_dataset
-
-    reference = find_dataset(SHIPPED_REFERENCE)
-    noise = json.loads((reference.folder.parent / "reference.json").read_text())["noise_floor"]["mean"]
-    system = systems.get_system(SHIPPED_SYSTEM)
-    protocol = systems.get_protocol(system.protocol).replace(length_ps=length_ps)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for name in SHIPPED_MODELS:
-        folder = shipped_model(name)
-        trained = json.loads((folder / "train.json").read_text())
-        model = out / f"{name}.pt2"
-        if not model.is_file():
-            deploy(folder / "model.nequip.zip", model, target="aoti-local", echo=echo)
-        run_dir = out / f"run_{name}_seed{seed}"
-        echo(f"{name}: {protocol.steps} steps of the water protocol in LAMMPS: {run_dir}")
-        result = runner.run(runner.RunConfig(system=system, protocol=protocol, model=str(model), seed=seed,
-                                             out=run_dir), progress=False, echo=echo)
-        metrics = analyze(run_dir, reference=reference.reference_trajectory)["metrics"]
-        rows.append({"model": name, "train_frames": trained["train_frames"],
-                     "test_force_mae_meV_A": trained["test"]["forces_mae_meV_A"], "status": result.status,
-                     "stability_ps": metrics["stability_ps"]["value"],
-                     "rdf_mae": {pair: item["value"] for pair, item in metrics.get("rdf_mae", {}).items()},
-                     "steps_per_s": (result.manifest.get("speed") or {}).get("steps_per_s"), "folder": str(run_dir)})
-    return {"system": SHIPPED_SYSTEM, "reference": str(reference.folder), "length_ps": length_ps,
-            "noise_floor_rdf_mae": {k.split(".", 1)[1]: v for k, v in noise.items() if k.startswith("rdf_mae.")},
-            "models": rows}
 
 
 def analyse_trajectory(dump: Path, out: Path, timestep_fs: float = 1.0) -> dict:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 
@@ -31,7 +32,9 @@ def _frames(path):
 @pytest.fixture(scope="module")
 def cuzr_set(tmp_path_factory):
     out = tmp_path_factory.mktemp("cuzr") / "set"
-    record = make_reference("cuzr_liquid", out, seeds=2, settings=TINY, echo=lambda *a: None)
+    # 1.2 ps: a noise floor at 1 ps (the RDF needs a whole 1 ps window) cuts something off
+    record = make_reference("cuzr_liquid", out, seeds=2, settings=dataclasses.replace(TINY, length_ps=1.2),
+                            echo=lambda *a: None)
     return out, record
 
 
@@ -43,7 +46,7 @@ def test_lammps_reference_labels_match_ase_eam(cuzr_set):
     out, _ = cuzr_set
     dataset = store.find_dataset(out)  # a reference set stands for its first seed
     assert dataset.folder.name == "seed1" and dataset.verify_files() == []
-    assert dataset.manifest["frames"] == 51 and dataset.manifest["source"]["engine"] == "LAMMPS"
+    assert dataset.manifest["frames"] == 61 and dataset.manifest["source"]["engine"] == "LAMMPS"
     eam = EAM(potential=str(lammps_potential("CuZr_mm.eam.fs")), form="fs")
     for atoms in _frames(dataset.test_file)[:1]:  # ASE's EAM takes seconds a frame
         energy, forces = atoms.get_potential_energy(), atoms.get_forces()
@@ -62,7 +65,7 @@ def test_reference_trajectory_is_the_run_at_the_protocol_spacing(cuzr_set):
     labelled.update({round(a.get_potential_energy(), 9): a for a in _frames(dataset.test_file)})
     with gzip.open(dataset.reference_trajectory, "rt") as f:
         steps = [int(f.readline()) for line in iter(f.readline, "") if line.startswith("ITEM: TIMESTEP")]
-    assert steps == list(range(0, 1001, 20))  # the protocol saves every 20 steps of 1 fs
+    assert steps == list(range(0, 1201, 20))  # the protocol saves every 20 steps of 1 fs
     frames = list(open_trajectory(dataset.reference_trajectory, ["Cu", "Zr"]))
     assert len(frames) == len(steps)
     # every labelled frame is one of the reference trajectory's configurations (wrapped into the cell)
@@ -88,10 +91,9 @@ def test_noise_floor_is_the_second_seed_against_the_first(cuzr_set):
     assert record["seeds"] == ["seed1", "seed2"]
     assert json.loads((out / "reference.json").read_text())["noise_floor"] == record["noise_floor"]
 
-    def rdf(path):
+    def rdf(path, frames=None):
         g = freud.density.RDF(bins=500, r_max=6.0)
-        frames = list(open_trajectory(path, ["Cu", "Zr"]))
-        for frame in frames:
+        for frame in list(open_trajectory(path, ["Cu", "Zr"]))[:frames]:
             box = freud.box.Box.from_matrix(frame.cell.T)
             g.compute((box, box.wrap(frame.positions - frame.origin)), reset=False)
         return g.rdf
@@ -102,6 +104,33 @@ def test_noise_floor_is_the_second_seed_against_the_first(cuzr_set):
     # freud normalises as the paper does (N_A N_B / V) but bins float32 distances: agreement to ~1e-3
     expected = np.mean(np.abs(g2 - g1)) * 6.0
     assert record["noise_floor"]["mean"]["rdf_mae.all"] == pytest.approx(expected, rel=3e-3)
+
+    # the floor of shorter runs: seed 2 cut to its first 1 ps (51 frames 0.02 ps apart), seed 1 whole
+    from lmpbench.reference.noise import noise_floor
+
+    short = noise_floor("cuzr_liquid", seeds, length_ps=1.0)
+    expected = np.mean(np.abs(rdf(seeds[1].reference_trajectory, frames=51) - g1)) * 6.0
+    assert short["length_ps"] == 1.0 and short["mean"]["stability_ps"] == pytest.approx(1.0)
+    assert short["mean"]["rdf_mae.all"] == pytest.approx(expected, rel=3e-3)
+    assert short["mean"]["rdf_mae.all"] != pytest.approx(record["noise_floor"]["mean"]["rdf_mae.all"], rel=1e-3)
+
+
+def test_first_frames_of_dumps_and_extxyz_match_ase(cuzr_set, tmp_path):
+    """The cut a noise floor at a run's length analyses: the first frames, read back by ASE."""
+    from lmpbench.analysis.trajectory import write_first_frames
+
+    dump = store.read_dataset(cuzr_set[0] / "seed1").reference_trajectory
+    cut = write_first_frames(dump, 3, tmp_path / ("cut" + "".join(dump.suffixes)))
+    with gzip.open(dump, "rt") if dump.suffix == ".gz" else open(dump) as source:
+        whole = ase.io.read(source, ":", format="lammps-dump-text")
+    with gzip.open(cut, "rt") if cut.suffix == ".gz" else open(cut) as source:
+        first = ase.io.read(source, ":", format="lammps-dump-text")
+    assert len(first) == 3 < len(whole)
+    assert all(np.array_equal(a.positions, b.positions) for a, b in zip(first, whole))
+    ase.io.write(tmp_path / "all.extxyz", whole)
+    cut = write_first_frames(tmp_path / "all.extxyz", 2, tmp_path / "two.extxyz")
+    first = ase.io.read(cut, ":")
+    assert len(first) == 2 and np.allclose(first[1].positions, whole[1].positions, atol=1e-8)
 
 
 def test_xtb_labels_match_a_fresh_tblite_evaluation(tmp_path):

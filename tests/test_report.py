@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -253,7 +254,9 @@ def test_screenshot_in_headless_chromium(report, tmp_path_factory):
     dom = subprocess.run([browser, *flags, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=60)
     sizes = json.loads(re.search(r'<pre id="sizes">(\[.*?\])</pre>', dom.stdout).group(1))
     assert len(sizes) == len(_images((out / "report.html").read_text())) and all(w > 50 and h > 50 for w, h in sizes)
-    shot = out / "screenshot.png"
+    shot = Path(__file__).parent / "output" / "report_screenshot.png"  # kept for a reader (git-ignored)
+    shot.parent.mkdir(exist_ok=True)
+    shot.unlink(missing_ok=True)
     subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1400,3000", (out / "report.html").as_uri()],
                    capture_output=True, timeout=60)
     import matplotlib.image

@@ -601,3 +601,27 @@ def _is_dump_text(path: Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(14)
     return head == b"ITEM: TIMESTEP" or not head.isascii()
+
+
+def write_first_frames(path: str | Path, frames: int, out: str | Path) -> Path:
+    """The first ``frames`` frames of trajectory ``path`` as a new file ``out``, in the same
+    format (LAMMPS text dumps, plain or gzip, are copied line by line; ASE formats are re-written
+    as extended XYZ): a reference cut to a run's length is analysed like the run."""
+    path, out = Path(path), Path(out)
+    if frames < 1:
+        raise TrajectoryError(f"{path}: cannot keep {frames} frames")
+    if _is_gzip(path) or _is_dump_text(path) or path.suffix in (".dump", ".lammpstrj"):
+        opener = gzip.open if _is_gzip(path) else open
+        seen = 0
+        with opener(path, "rt") as source, opener(out, "wt") as target:
+            for line in source:
+                if line.startswith("ITEM: TIMESTEP"):
+                    seen += 1
+                    if seen > frames:
+                        break
+                target.write(line)
+        return out
+    import ase.io
+
+    ase.io.write(out, ase.io.read(path, index=f":{frames}"), format="extxyz")
+    return out
