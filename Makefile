@@ -50,7 +50,7 @@ browser:
 # `make test` leaves out tests marked slow (deploying a pretrained universal model, extra
 # AOTInductor variants: minutes each); `make test-slow` runs them
 test: setup browser
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(BIN)/python -m pytest -q -m "not slow" --durations=15 tests
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow tests

@@ -21,9 +21,9 @@ from lmpbench.engine import lammps_environment
 from lmpbench.folder_lock import FolderInUseError, FolderLock
 
 LMPBENCH = [sys.executable, "-m", "lmpbench.cli.main"]
-# SPC/Fw water, 6,000 steps in chunks of 500 with a restart after each: several seconds of run
-WATER_RUN = ["--model", "classical:spcfw", "--system", "water", "--timestep-fs", 0.5, "--steps", 6000,
-             "--chunk-steps", 500, "--dump-every", 100, "--checkpoint-minutes", 0]
+# SPC/Fw water, 3,000 steps in chunks of 250 with a restart after each: a few seconds of run
+WATER_RUN = ["--model", "classical:spcfw", "--system", "water", "--timestep-fs", 0.5, "--steps", 3000,
+             "--chunk-steps", 250, "--dump-every", 50, "--checkpoint-minutes", 0]
 
 
 def start(out, *args, **kwargs):
@@ -97,7 +97,7 @@ def test_repeated_sigkills_then_resume_is_bitwise(uninterrupted, tmp_path):
     frame, a restart file, run.json), the resumed run ends byte-identical to an uninterrupted one."""
     out = tmp_path / "killed"
     rng = random.Random(11)
-    for target in sorted(rng.sample(range(200, 5800, 100), 4)):  # steps after which a kill comes
+    for target in sorted(rng.sample(range(100, 2900, 50), 4)):  # steps after which a kill comes
         proc = start(out, *WATER_RUN)
         wait_for(out, target, proc)
         time.sleep(rng.uniform(0.0, 0.3))  # and then a little later: inside a chunk, a dump frame, a restart
@@ -118,14 +118,14 @@ def test_crash_while_writing_a_frame_or_a_restart(uninterrupted, tmp_path):
     resume ignores them and ends byte-identical."""
     out = tmp_path / "cut"
     proc = start(out, *WATER_RUN)
-    wait_for(out, 3000, proc)
+    wait_for(out, 1500, proc)
     proc.kill()
     proc.communicate()
     manifest = json.loads((out / "run.json").read_text())
     step = manifest["restart"]["step"]
     with open(out / "traj.dump", "a") as f:
         f.write(f"ITEM: TIMESTEP\n{step + 1}")  # killed inside the next frame's step line
-    (out / "restart" / f"step_{step + 500}.restart").write_bytes(b"LammpS RestartF" + os.urandom(100))
+    (out / "restart" / f"step_{step + 250}.restart").write_bytes(b"LammpS RestartF" + os.urandom(100))
     (out / ".run.json.partial").write_text('{"status": "fini')
     proc = finish(out, *WATER_RUN)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -139,7 +139,7 @@ def test_repeated_sigterm_during_the_checkpoint(uninterrupted, tmp_path):
     taken where the signal came, and LAMMPS rebuilds its neighbour lists there.)"""
     out = tmp_path / "term"
     proc = start(out, *WATER_RUN)
-    wait_for(out, 1500, proc)
+    wait_for(out, 750, proc)
     for _ in range(6):
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.05)
@@ -154,7 +154,7 @@ def test_repeated_sigterm_during_the_checkpoint(uninterrupted, tmp_path):
     steps = [int(line.split()[0]) for line in (out / "thermo.dat").read_text().splitlines() if not line.startswith("#")]
     dump = (out / "traj.dump").read_text().splitlines()
     frames = [int(dump[k + 1]) for k, line in enumerate(dump) if line == "ITEM: TIMESTEP"]
-    assert steps == frames == list(range(0, 6001, 100))
+    assert steps == frames == list(range(0, 3001, 50))
 
 
 def test_a_full_disk_is_a_clear_error_and_the_folder_resumes(uninterrupted, tmp_path):
@@ -165,7 +165,7 @@ def test_a_full_disk_is_a_clear_error_and_the_folder_resumes(uninterrupted, tmp_
 
     out = tmp_path / "full"
     proc = start(out, *WATER_RUN)
-    wait_for(out, 1000, proc)
+    wait_for(out, 500, proc)
     limit = (out / "traj.dump").stat().st_size + 60_000  # about five more frames
     resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (limit, limit))
     output, _ = proc.communicate(timeout=300)
