@@ -1,14 +1,15 @@
 """Speed of every architecture of the model zoo: LAMMPS against the bare compiled model and ASE MD.
 
 For each architecture (a tiny Allegro trained here on EMT CuAu data; the pretrained SevenNet-0
-from the sevenn wheel on a CuAgAuPd alloy), deployed to its single-rank target (aoti-local),
+from the sevenn wheel on a CuAgAuPd alloy; pretrained CHGNet 0.3.0 on the same alloy; a small random
+torchmd-net TensorNet, float64, on CuNi; NequIP: benchmarks/deploy_speed.py), deployed to its single-rank target (aoti-local),
 at 192 and 4,000 atoms, one thread:
   bare     the deployed AOTInductor model called in a Python loop on a fixed graph (ASE's
            neighbour list), calls/s: the limit for LAMMPS;
   LAMMPS   NVE steps/s through pair style mlff (the "Loop time" of the measured run);
   ASE MD   velocity Verlet steps/s with the architecture's own ASE calculator (eager model).
 
-usage: python benchmarks/zoo_speed.py [--arch allegro sevenn] [--cells 4,4,3 10,10,10] [--seconds 3] [--workdir DIR]
+usage: python benchmarks/zoo_speed.py [--arch allegro sevenn chgnet tensornet] [--cells 4,4,3 10,10,10] [--seconds 3] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -78,7 +79,20 @@ def architectures(work: Path) -> dict:
         source = load_source("sevenn:7net-0")
         return "sevenn:7net-0", ["Cu", "Ag", "Au", "Pd"], 3.9, source.calculator, torch.float32
 
-    return {"allegro": allegro, "sevenn": sevenn}
+    def chgnet():
+        source = load_source("chgnet")
+        return "chgnet", ["Cu", "Ag", "Au", "Pd"], 3.9, source.calculator, torch.float32
+
+    def tensornet():  # no pretrained weights: the small random checkpoint of tests/test_zoo_torchmdnet.py
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from test_zoo_torchmdnet import write_checkpoint
+
+        ckpt = work / "tensornet" / "tensornet.ckpt"
+        if not ckpt.is_file():
+            write_checkpoint(ckpt)
+        return ckpt, ["Cu", "Ni"], 3.6, load_source(ckpt).calculator, torch.float64
+
+    return {"allegro": allegro, "sevenn": sevenn, "chgnet": chgnet, "tensornet": tensornet}
 
 
 def main():
