@@ -39,6 +39,8 @@ from pathlib import Path
 
 import torch
 
+from lmpbench.architectures.local_layout import LocalLayout, export_local
+
 # lmpbench's name -> (file under chgnet/pretrained/, what it is); the names CHGNet.load takes
 PRETRAINED = {
     "0.3.0": ("0.3.0/chgnet_0.3.0_e29f68s314m37.pth.tar", "CHGNet 0.3.0, MPtrj, 94 elements (chgnet's default)"),
@@ -217,27 +219,17 @@ class CHGNetAtomEnergies(torch.nn.Module):
         return m.mlp(atom).view(-1) + torch.index_select(self.atom_reference, 0, atom_types)
 
 
-class CHGNetLocal(torch.nn.Module):
-    """pair_nequip's local layout around CHGNet: inputs pos, edge_index, atom_types, cell [1,3,3],
-    edge_cell_shift; outputs atomic_energy, forces, virial [1,3,3]."""
+class CHGNetLocal(LocalLayout):
+    """pair_nequip's local layout around CHGNet (``LocalLayout``)."""
 
     def __init__(self, model, model_dtype: str = "float32"):
-        super().__init__()
+        super().__init__(model_dtype)
         self.energies = CHGNetAtomEnergies(model)
-        self.model_dtype = model_dtype  # read by nequip's export check (AOTInductor against eager)
 
-    def forward(self, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        pos, edge_index, cell_shift = data["pos"], data["edge_index"], data["edge_cell_shift"]
-        shift = torch.mm(cell_shift, data["cell"].view(3, 3))
-        reverse = reverse_edges(edge_index, torch.round(cell_shift).to(torch.int64), pos.shape[0])
-        with torch.enable_grad():
-            edge_vec = (torch.index_select(pos, 0, edge_index[1]) - torch.index_select(pos, 0, edge_index[0]) + shift)
-            edge_vec = edge_vec.detach().requires_grad_(True)
-            atomic_energy = self.energies(data["atom_types"], edge_index, edge_vec, reverse).reshape(-1, 1)
-            (grad,) = torch.autograd.grad([atomic_energy.sum()], [edge_vec])
-        forces = torch.zeros_like(pos).index_add(0, edge_index[0], grad).index_add(0, edge_index[1], -grad)
-        virial = -torch.mm(edge_vec.detach().transpose(0, 1), grad).view(1, 3, 3)
-        return {"atomic_energy": atomic_energy, "forces": forces, "virial": virial}
+    def atomic_energies(self, data: dict[str, torch.Tensor], edge_vec: torch.Tensor) -> torch.Tensor:
+        edge_index, cell_shift = data["edge_index"], data["edge_cell_shift"]
+        reverse = reverse_edges(edge_index, torch.round(cell_shift).to(torch.int64), data["pos"].shape[0])
+        return self.energies(data["atom_types"], edge_index, edge_vec, reverse)
 
 
 def calculator(name: str, device: str = "cpu", model=None):
@@ -284,18 +276,12 @@ def pretrained_source(name: str, spec: str):
 
     metadata = ModelMetadata(**meta)
 
-    def export_local(source, out: Path, device: str, provenance: dict) -> None:
-        from lmpbench.deploy import (LOCAL_INPUTS, LOCAL_OUTPUTS, contract_aoti_metadata, default_structure, export_aoti,
-                                     local_example)
-
-        wrapper = CHGNetLocal(source.load(), source.metadata.model_dtype)
-        data = local_example(default_structure(list(CHECK_ELEMENTS)), source.metadata)
-        export_aoti(wrapper, out, device, LOCAL_INPUTS, LOCAL_OUTPUTS, data,
-                    contract_aoti_metadata(source.metadata, "aoti-local", LOCAL_INPUTS, LOCAL_OUTPUTS, provenance))
+    def export(source, out: Path, device: str, provenance: dict) -> None:
+        export_local(CHGNetLocal(source.load(), source.metadata.model_dtype), source, out, device, provenance)
 
     reason = SINGLE_RANK_REASON.format(layers=meta["num_layers"], r_max=meta["r_max"],
                                        depth=meta["num_layers"] * meta["r_max"])
     return SourceModel(path, "chgnet", metadata, sha256(path), ("aoti-local",), load, architecture="chgnet",
-                       exporters={"aoti-local": export_local}, calculator=lambda: calculator(name, model=load()),
+                       exporters={"aoti-local": export}, calculator=lambda: calculator(name, model=load()),
                        reference="chgnet's ASE calculator (CHGNetCalculator)", check_elements=CHECK_ELEMENTS,
                        spec=spec, single_rank_reason=reason)

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from lmpbench.architectures.local_layout import LocalLayout, export_local
+
 # lmpbench's name -> (sevenn's name, what it is); only checkpoints inside the sevenn wheel
 PRETRAINED = {
     "7net-0": ("7net-0", "SevenNet-0 (11 Jul 2024), MPtrj, 89 elements"),
@@ -90,27 +92,15 @@ def metadata_of(config: dict) -> dict:
             "model_dtype": dtype}
 
 
-class SevenNetLocal(torch.nn.Module):
-    """pair_nequip's local layout around a SevenNet energy model: inputs pos, edge_index,
-    atom_types, cell [1,3,3], edge_cell_shift; outputs atomic_energy, forces, virial [1,3,3]."""
+class SevenNetLocal(LocalLayout):
+    """pair_nequip's local layout around a SevenNet energy model (``LocalLayout``)."""
 
     def __init__(self, model, model_dtype: str = "float32"):
-        super().__init__()
+        super().__init__(model_dtype)
         self.model = model
-        self.model_dtype = model_dtype  # read by nequip's export check (AOTInductor against eager)
 
-    def forward(self, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        pos, edge_index = data["pos"], data["edge_index"]
-        shift = torch.mm(data["edge_cell_shift"], data["cell"].view(3, 3))
-        with torch.enable_grad():
-            edge_vec = (torch.index_select(pos, 0, edge_index[1]) - torch.index_select(pos, 0, edge_index[0]) + shift)
-            edge_vec = edge_vec.detach().requires_grad_(True)
-            out = self.model({"x": data["atom_types"], "edge_index": edge_index, "edge_vec": edge_vec})
-            atomic_energy = out["atomic_energy"].reshape(-1, 1)
-            (grad,) = torch.autograd.grad([atomic_energy.sum()], [edge_vec])
-        forces = torch.zeros_like(pos).index_add(0, edge_index[0], grad).index_add(0, edge_index[1], -grad)
-        virial = -torch.mm(edge_vec.detach().transpose(0, 1), grad).view(1, 3, 3)
-        return {"atomic_energy": atomic_energy, "forces": forces, "virial": virial}
+    def atomic_energies(self, data: dict[str, torch.Tensor], edge_vec: torch.Tensor) -> torch.Tensor:
+        return self.model({"x": data["atom_types"], "edge_index": data["edge_index"], "edge_vec": edge_vec})["atomic_energy"]
 
 
 def _message_gather(node_features: torch.Tensor, edge_dst: torch.Tensor, message: torch.Tensor) -> torch.Tensor:
@@ -184,19 +174,13 @@ def pretrained_source(name: str, spec: str):
 
     metadata = ModelMetadata(**meta)
 
-    def export_local(source, out: Path, device: str, provenance: dict) -> None:
-        from lmpbench.deploy import (LOCAL_INPUTS, LOCAL_OUTPUTS, contract_aoti_metadata, default_structure, export_aoti,
-                                     local_example)
-
-        wrapper = SevenNetLocal(source.load(), source.metadata.model_dtype)
-        data = local_example(default_structure(list(CHECK_ELEMENTS)), source.metadata)
-        with traceable():
-            export_aoti(wrapper, out, device, LOCAL_INPUTS, LOCAL_OUTPUTS, data,
-                        contract_aoti_metadata(source.metadata, "aoti-local", LOCAL_INPUTS, LOCAL_OUTPUTS, provenance))
+    def export(source, out: Path, device: str, provenance: dict) -> None:
+        export_local(SevenNetLocal(source.load(), source.metadata.model_dtype), source, out, device, provenance,
+                     tracing=traceable)
 
     reason = SINGLE_RANK_REASON.format(layers=meta["num_layers"], r_max=meta["r_max"],
                                        depth=meta["num_layers"] * meta["r_max"])
     return SourceModel(path, "sevenn", metadata, sha256(path), ("aoti-local",), load, architecture="sevenn",
-                       exporters={"aoti-local": export_local}, calculator=lambda: calculator(path),
+                       exporters={"aoti-local": export}, calculator=lambda: calculator(path),
                        reference="sevenn's ASE calculator (SevenNetCalculator)", check_elements=CHECK_ELEMENTS,
                        spec=spec, single_rank_reason=reason)

@@ -47,6 +47,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lmpbench.architectures.local_layout import LocalLayout, export_local
+
 SUPPORTED_MODELS = ("tensornet", "equivariant-transformer")
 CHECK_ELEMENTS = ("Cu", "Ni")  # the deploy check's alloy when the model's atomref names no elements
 
@@ -315,26 +317,15 @@ class TorchMDNetGhost(torch.nn.Module):
         return self.energies(atom_types, edge_index, edge_vec)
 
 
-class TorchMDNetLocal(torch.nn.Module):
-    """pair_nequip's local layout (as SevenNetLocal): inputs pos, edge_index, atom_types, cell
-    [1,3,3], edge_cell_shift; outputs atomic_energy, forces, virial [1,3,3]."""
+class TorchMDNetLocal(LocalLayout):
+    """pair_nequip's local layout around a torchmd-net model (``LocalLayout``)."""
 
     def __init__(self, model, type_numbers: list[int], model_dtype: str = "float64"):
-        super().__init__()
+        super().__init__(model_dtype)
         self.energies = edge_energies(model, type_numbers)
-        self.model_dtype = model_dtype  # read by nequip's export check (AOTInductor against eager)
 
-    def forward(self, data: dict[str, Tensor]) -> dict[str, Tensor]:
-        pos, edge_index = data["pos"], data["edge_index"]
-        shift = torch.mm(data["edge_cell_shift"], data["cell"].view(3, 3))
-        with torch.enable_grad():
-            edge_vec = pos.index_select(0, edge_index[1]) - pos.index_select(0, edge_index[0]) + shift
-            edge_vec = edge_vec.detach().requires_grad_(True)
-            atomic_energy = self.energies(data["atom_types"], edge_index, edge_vec).reshape(-1, 1)
-            (grad,) = torch.autograd.grad([atomic_energy.sum()], [edge_vec])
-        forces = torch.zeros_like(pos).index_add(0, edge_index[0], grad).index_add(0, edge_index[1], -grad)
-        virial = -torch.mm(edge_vec.detach().transpose(0, 1), grad).view(1, 3, 3)
-        return {"atomic_energy": atomic_energy, "forces": forces, "virial": virial}
+    def atomic_energies(self, data: dict[str, Tensor], edge_vec: Tensor) -> Tensor:
+        return self.energies(data["atom_types"], data["edge_index"], edge_vec)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -451,16 +442,10 @@ def export_ghost(source, out: Path, device: str, provenance: dict) -> None:
     torch.jit.save(scripted, str(out), _extra_files={METADATA_FILE: metadata.to_json()})
 
 
-def export_local(source, out: Path, device: str, provenance: dict) -> None:
-    from lmpbench.deploy import (LOCAL_INPUTS, LOCAL_OUTPUTS, contract_aoti_metadata, default_structure, export_aoti,
-                                 local_example)
-
+def export_aoti_local(source, out: Path, device: str, provenance: dict) -> None:
     meta = source.metadata
-    wrapper = TorchMDNetLocal(source.load(), _type_numbers(meta.type_names), meta.model_dtype)
-    data = local_example(default_structure(list(source.check_elements)), meta)
-    with pure_torch():
-        export_aoti(wrapper, out, device, LOCAL_INPUTS, LOCAL_OUTPUTS, data,
-                    contract_aoti_metadata(meta, "aoti-local", LOCAL_INPUTS, LOCAL_OUTPUTS, provenance))
+    export_local(TorchMDNetLocal(source.load(), _type_numbers(meta.type_names), meta.model_dtype), source, out, device,
+                 provenance, tracing=pure_torch)
 
 
 def checkpoint_source(path: Path):
@@ -488,7 +473,7 @@ def checkpoint_source(path: Path):
     targets = ("torchscript-ghost",) if transformer else ("aoti-local", "torchscript-ghost")
     return SourceModel(path, "torchmdnet", metadata, sha256(path), targets,
                        lambda: model, architecture="torchmdnet",
-                       exporters={"aoti-local": export_local, "torchscript-ghost": export_ghost},
+                       exporters={"aoti-local": export_aoti_local, "torchscript-ghost": export_ghost},
                        calculator=lambda: _torchmdnet_calculator_class()(model),
                        reference="torchmd-net's own model (TorchMD_Net.forward, its neighbour list, derivative forces)",
                        check_elements=check_elements_of(model, names))
