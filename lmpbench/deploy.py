@@ -234,7 +234,7 @@ def load_source(path: str | Path) -> SourceModel:
     for kind in SOURCE_KINDS:
         if path.name.endswith(kind.suffixes) and (kind.claims is None or kind.claims(path)):
             return kind.load(path)
-    known = ", ".join(s for k in SOURCE_KINDS for s in k.suffixes)
+    known = ", ".join(dict.fromkeys(s for k in SOURCE_KINDS for s in k.suffixes))  # kinds may share a suffix
     raise DeployError(f"{path}: unknown model file type (expected one of {known})")
 
 
