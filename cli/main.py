@@ -63,9 +63,11 @@ def plugin_path(as_dir):
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("structure", required=False, type=click.Path(dir_okay=False))
 @click.option("-o", "--out", type=click.Path(dir_okay=False),
-              help="Deployed file to write: .pt2 (AOTInductor targets) or .pt (torchscript-ghost).")
-@click.option("--target", type=click.Choice(["auto", "aoti-local", "aoti-ghost", "torchscript-ghost"]), default="auto",
-              show_default=True, help="auto: aoti-local for one rank, aoti-ghost for several, TorchScript as fallback.")
+              help="Deployed file to write: .pt2 (AOTInductor targets) or .pt (TorchScript targets).")
+@click.option("--target", type=click.Choice(["auto", "aoti-local", "aoti-exchange", "aoti-ghost", "torchscript-exchange",
+                                             "torchscript-ghost"]), default="auto", show_default=True,
+              help="auto: aoti-local for one rank; for several, aoti-exchange (per-layer ghost exchange) where the "
+                   "architecture has the hook, else aoti-ghost; TorchScript as fallback.")
 @click.option("--ranks", type=click.IntRange(min=1), default=1, show_default=True,
               help="MPI ranks the model will run on (several need a ghost target).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)

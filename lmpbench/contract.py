@@ -17,6 +17,7 @@ import torch
 CONTRACT_VERSION = 1
 METADATA_FILE = "mlff_metadata.json"  # name of the extra file inside the TorchScript archive
 MODEL_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+GRAPHS = ("ghost", "exchange")  # graph layouts of TorchScript files (pair_styles/README.md)
 
 
 class ContractError(ValueError):
@@ -31,12 +32,16 @@ class ModelMetadata:
     type_names: model type index -> element name, matched against ``pair_coeff`` names.
     num_layers: message-passing depth; 1 for a strictly local model. Sets the ghost cutoff.
     model_dtype: "float32" or "float64", the dtype positions are given to the model in.
+    graph: "ghost" (the model sees complete neighbourhoods of num_layers x r_max) or
+        "exchange" (a ghost shell of one r_max; the model calls mlff::ghost_exchange between
+        its layers, see lmpbench.exchange).
     """
 
     r_max: float
     type_names: list[str]
     num_layers: int = 1
     model_dtype: str = "float64"
+    graph: str = "ghost"
     contract_version: int = CONTRACT_VERSION
     extra: dict = field(default_factory=dict)  # provenance: versions, source sha256, ...
 
@@ -47,6 +52,8 @@ class ModelMetadata:
             raise ContractError(f"num_layers must be >= 1, got {self.num_layers}")
         if not isinstance(self.model_dtype, str) or self.model_dtype not in MODEL_DTYPES:
             raise ContractError(f"model_dtype must be one of {sorted(MODEL_DTYPES)}, got {self.model_dtype!r}")
+        if self.graph not in GRAPHS:
+            raise ContractError(f"graph must be one of {', '.join(GRAPHS)}, got {self.graph!r}")
         if (not isinstance(self.type_names, list) or not self.type_names
                 or not all(isinstance(t, str) for t in self.type_names) or len(set(self.type_names)) != len(self.type_names)):
             raise ContractError(f"type_names must be distinct and non-empty, got {self.type_names}")

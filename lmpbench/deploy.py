@@ -14,6 +14,10 @@ Targets (``TARGETS``), all read by the same pair style, which picks its path fro
 - ``torchscript-ghost``: the same layout in TorchScript, forces by autograd in the pair
   style; the fallback for models that do not export, and the only target for TorchScript
   sources.
+- ``aoti-exchange`` / ``torchscript-exchange``: local + ghost atoms within one r_max, edges
+  into local atoms only, node features exchanged between message-passing layers through
+  LAMMPS's communication (``lmpbench.exchange``); exact on any number of ranks with a much
+  thinner ghost shell than the ghost layout's num_layers x r_max. NequIP models.
 
 Every deploy is checked: a test structure is evaluated in LAMMPS through the plugin and in
 Python (nequip's ASE calculator for nequip models), and the file is only moved into place
@@ -53,13 +57,13 @@ class DeployCheckError(DeployError):
 class DeployTarget:
     name: str
     format: str  # "aotinductor" or "torchscript"
-    graph: str  # "local" (one rank, cell shifts) or "ghost" (any ranks)
+    graph: str  # "local" (one rank, cell shifts), "ghost" or "exchange" (any ranks)
     suffix: str  # the pair style tells formats apart by file suffix
     description: str
 
     @property
     def multi_rank(self) -> bool:
-        return self.graph == "ghost"
+        return self.graph in ("ghost", "exchange")
 
 
 TARGETS = {t.name: t for t in (
@@ -69,6 +73,11 @@ TARGETS = {t.name: t for t in (
                  "AOTInductor, local + ghost atoms: exact on any number of MPI ranks"),
     DeployTarget("torchscript-ghost", "torchscript", "ghost", ".pt",
                  "TorchScript, local + ghost atoms: exact on any number of ranks; fallback"),
+    DeployTarget("aoti-exchange", "aotinductor", "exchange", ".pt2",
+                 "AOTInductor, ghosts within one r_max and per-layer feature exchange: exact and "
+                 "fastest on several MPI ranks"),
+    DeployTarget("torchscript-exchange", "torchscript", "exchange", ".pt",
+                 "TorchScript, per-layer feature exchange: exact on any number of ranks"),
 )}
 
 # float64 as the issue fixes it; float32 sums of ~100 atoms lose about 1e-6 relative
@@ -157,8 +166,11 @@ def _load_nequip(path: Path) -> SourceModel:
     meta = model.metadata
     metadata = ModelMetadata(r_max=float(meta["r_max"]), type_names=meta["type_names"].split(" "),
                              num_layers=_nequip_num_layers(model), model_dtype=meta["model_dtype"])
-    return SourceModel(path, "nequip", metadata, sha256(path), ("aoti-local", "aoti-ghost", "torchscript-ghost"), load,
-                       architecture=_nequip_architecture(model))
+    architecture = _nequip_architecture(model)
+    # nequip's interaction blocks carry the per-layer exchange hook; Allegro is strictly local
+    targets = (("aoti-local", "aoti-exchange", "aoti-ghost", "torchscript-exchange", "torchscript-ghost")
+               if architecture == "nequip" and metadata.num_layers > 1 else ("aoti-local", "aoti-ghost", "torchscript-ghost"))
+    return SourceModel(path, "nequip", metadata, sha256(path), targets, load, architecture=architecture)
 
 
 def _load_torchscript(path: Path) -> SourceModel:
@@ -313,10 +325,10 @@ def _provenance(source: SourceModel, target: DeployTarget, device: str) -> dict[
     return info
 
 
-def _export_torchscript_ghost(source: SourceModel, out: Path, device: str, provenance: dict) -> None:
+def _export_torchscript(source: SourceModel, out: Path, device: str, provenance: dict, graph: str) -> None:
     metadata = ModelMetadata(r_max=source.metadata.r_max, type_names=source.metadata.type_names,
                              num_layers=source.metadata.num_layers, model_dtype=source.metadata.model_dtype,
-                             extra=provenance)
+                             graph=graph, extra=provenance)
     if source.kind == "torchscript":
         save_model(source.load(), out, metadata)
         return
@@ -325,8 +337,26 @@ def _export_torchscript_ghost(source: SourceModel, out: Path, device: str, prove
 
     with default_dtype(torch.float64):
         model = prepare_model_for_compile(_energy_only(source.load()), device)
+        if graph == "exchange":
+            _enable_exchange(model, source)
         scripted = script(NequIPAtomEnergies(model))
     torch.jit.save(scripted, str(out), _extra_files={METADATA_FILE: metadata.to_json()})
+
+
+def _export_torchscript_ghost(source: SourceModel, out: Path, device: str, provenance: dict) -> None:
+    _export_torchscript(source, out, device, provenance, "ghost")
+
+
+def _export_torchscript_exchange(source: SourceModel, out: Path, device: str, provenance: dict) -> None:
+    _export_torchscript(source, out, device, provenance, "exchange")
+
+
+def _enable_exchange(model, source: SourceModel) -> None:
+    from lmpbench.exchange import enable_nequip_exchange
+
+    if enable_nequip_exchange(model) != source.metadata.num_layers:
+        raise DeployError(f"{source.path}: the model's interaction blocks do not match its {source.metadata.num_layers} "
+                          "layers, so the exchange layout cannot be built; deploy to aoti-ghost or torchscript-ghost")
 
 
 def _aoti_metadata(source: SourceModel, target: DeployTarget, model, inputs, outputs, provenance) -> dict:
@@ -370,7 +400,8 @@ def _export_aoti_local(source: SourceModel, out: Path, device: str, provenance: 
                          output_path=str(out), inductor_configs={"aot_inductor.metadata": metadata})
 
 
-def _export_aoti_ghost(source: SourceModel, out: Path, device: str, provenance: dict) -> None:
+def _export_aoti_nodes(source: SourceModel, out: Path, device: str, provenance: dict, graph: str) -> None:
+    """aoti-ghost (``graph`` "ghost") or aoti-exchange ("exchange"): local and ghost nodes, forces inside."""
     from nequip.data._key_registry import register_fields
     from nequip.model.saved_models.load_utils import load_saved_model
     from nequip.utils.aot import aot_export_model
@@ -381,23 +412,36 @@ def _export_aoti_ghost(source: SourceModel, out: Path, device: str, provenance: 
     inputs = ["pos", "edge_index", "atom_types", LOCAL_MASK_FIELD]
     outputs = ["atomic_energy", "forces"]
     with default_dtype(torch.float64):
-        model, example = load_saved_model(str(source.path), return_data_dict=True)
-        wrapper = NequIPGhostForces(_energy_only(model))
-        # trace on a real ghost graph of the checkpoint's example frame
+        loaded, example = load_saved_model(str(source.path), return_data_dict=True)
+        model = _energy_only(loaded)
+        if graph == "exchange":
+            _enable_exchange(model, source)
+        wrapper = NequIPGhostForces(model)
+        # trace on a real graph of the checkpoint's example frame, as the pair style builds it
         atoms = Atoms(numbers=example["atomic_numbers"].numpy(), positions=example["pos"].numpy(),
                       cell=example["cell"].reshape(3, 3).numpy(), pbc=example["pbc"].reshape(3).numpy())
-        graph = ghost_graph(atoms, source.metadata.type_names, source.metadata.r_max, source.metadata.num_layers)
+        depth = 1 if graph == "exchange" else source.metadata.num_layers
+        nodes = ghost_graph(atoms, source.metadata.type_names, source.metadata.r_max, depth)
+        edge_index = nodes.edge_index if graph == "ghost" else nodes.edge_index[:, nodes.edge_index[0] < nodes.nlocal]
         dtype = torch.float64 if source.metadata.model_dtype == "float64" else torch.float32
-        mask = torch.zeros(len(graph.positions), dtype=dtype)
-        mask[: graph.nlocal] = 1.0
-        data = {"pos": torch.tensor(graph.positions, dtype=dtype), "edge_index": torch.from_numpy(graph.edge_index),
-                "atom_types": torch.from_numpy(graph.atom_types), LOCAL_MASK_FIELD: mask}
-        metadata = _aoti_metadata(source, TARGETS["aoti-ghost"], model, inputs, outputs, provenance)
+        mask = torch.zeros(len(nodes.positions), dtype=dtype)
+        mask[: nodes.nlocal] = 1.0
+        data = {"pos": torch.tensor(nodes.positions, dtype=dtype), "edge_index": torch.from_numpy(np.ascontiguousarray(edge_index)),
+                "atom_types": torch.from_numpy(nodes.atom_types), LOCAL_MASK_FIELD: mask}
+        metadata = _aoti_metadata(source, TARGETS[f"aoti-{graph}"], loaded, inputs, outputs, provenance)
         # AOTInductor compiles for the strides it is traced with: trace with the contiguous
         # tensors the pair style passes
         aot_export_model(model=wrapper, device=device, input_fields=inputs, output_fields=outputs,
                          data={k: v.to(device).contiguous() for k, v in data.items()}, batch_map=_dynamic_dims(),
                          output_path=str(out), inductor_configs={"aot_inductor.metadata": metadata})
+
+
+def _export_aoti_ghost(source: SourceModel, out: Path, device: str, provenance: dict) -> None:
+    _export_aoti_nodes(source, out, device, provenance, "ghost")
+
+
+def _export_aoti_exchange(source: SourceModel, out: Path, device: str, provenance: dict) -> None:
+    _export_aoti_nodes(source, out, device, provenance, "exchange")
 
 
 def contract_aoti_metadata(metadata: ModelMetadata, target: str, inputs: list[str], outputs: list[str],
@@ -445,6 +489,8 @@ EXPORTERS = {
     "aoti-local": _export_aoti_local,
     "aoti-ghost": _export_aoti_ghost,
     "torchscript-ghost": _export_torchscript_ghost,
+    "aoti-exchange": _export_aoti_exchange,
+    "torchscript-exchange": _export_torchscript_exchange,
 }
 
 

@@ -10,12 +10,18 @@
           cutoff raised to num_layers * r_max + skin this is exact for message-passing
           models on any number of MPI ranks. Virial by fdotr over local and ghost atoms.
           TorchScript files (forces by autograd here) or AOTInductor files (forces inside).
+   exchange  the ghost layout with a ghost shell of one r_max and edges into local atoms only;
+          the model calls mlff::ghost_exchange between message-passing layers, which fills
+          ghost rows of its node features from their owners (LAMMPS forward comm), and in the
+          backward pass mlff::ghost_reverse sums gradients of ghost rows into their owners
+          (reverse comm). Exact on any number of ranks at the cost of one r_max of ghosts.
    local  nodes are the local atoms only, ghost neighbours are mapped to their owners with
           integer cell shifts (nequip's pair_nequip layout); the model returns forces and
           the virial. One MPI rank only; the cheapest graph.
 ------------------------------------------------------------------------- */
 
 #include "pair_mlff.h"
+#include "mlff_exchange.h"
 
 #include "atom.h"
 #include "comm.h"
@@ -36,12 +42,14 @@
 #include <torch/script.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <dlfcn.h>
 #include <malloc.h>
 #include <cstring>
 #include <map>
 #include <mpi.h>
+#include <stdexcept>
 
 using namespace LAMMPS_NS;
 
@@ -51,11 +59,13 @@ static constexpr char LOCAL_INPUTS[] = "pos edge_index atom_types cell edge_cell
 static constexpr char LOCAL_OUTPUTS[] = "atomic_energy forces virial";
 static constexpr char GHOST_INPUTS[] = "pos edge_index atom_types mlff_local_mask";
 static constexpr char GHOST_OUTPUTS[] = "atomic_energy forces";
+// values per atom in one comm pass of the exchange layout; wider feature rows take several
+static constexpr int EXCHANGE_COLUMNS = 128;
 
 namespace LAMMPS_NS {
 struct MLFFModel {
   enum Format { TORCHSCRIPT, AOTI } format = TORCHSCRIPT;
-  enum Graph { GHOST, LOCAL } graph = GHOST;
+  enum Graph { GHOST, EXCHANGE, LOCAL } graph = GHOST;
   torch::jit::Module module;
   std::unique_ptr<torch::inductor::AOTIModelPackageLoader> aoti;
   torch::Device device{torch::kCPU};
@@ -72,6 +82,26 @@ struct MLFFModel {
   int mask_nlocal = -1;
 };
 }    // namespace LAMMPS_NS
+
+namespace {
+// routes the model's exchange operators to one pair style for the duration of a model call
+class PairExchanger : public mlff::GhostExchanger {
+ public:
+  explicit PairExchanger(PairMLFF *pair) : pair(pair) { mlff::set_ghost_exchanger(this); }
+  ~PairExchanger() override { mlff::set_ghost_exchanger(nullptr); }
+  void forward(double *rows, int64_t nrows, int64_t width) override
+  {
+    pair->exchange_features(rows, nrows, width, false);
+  }
+  void reverse(double *rows, int64_t nrows, int64_t width) override
+  {
+    pair->exchange_features(rows, nrows, width, true);
+  }
+
+ private:
+  PairMLFF *pair;
+};
+}    // namespace
 
 // first line of a torch error: the rest is a C++ backtrace a user cannot act on
 static std::string first_line(const char *what)
@@ -121,7 +151,8 @@ static std::string foreign_blas()
 /* ---------------------------------------------------------------------- */
 
 PairMLFF::PairMLFF(LAMMPS *lmp) :
-    Pair(lmp), model(new MLFFModel), device_name("cpu"), nthreads(1), r_max(0.0), num_layers(1)
+    Pair(lmp), model(new MLFFModel), device_name("cpu"), nthreads(1), r_max(0.0), num_layers(1),
+    exchange_rows(nullptr), exchange_width(0), exchange_first_column(0), exchange_columns(0)
 {
   single_enable = 0;
   restartinfo = 0;
@@ -155,14 +186,17 @@ void PairMLFF::compute(int eflag, int vflag)
 }
 
 /* ----------------------------------------------------------------------
-   ghost layout: nodes = local + ghost atoms, forces on all of them, virial by fdotr
+   ghost and exchange layouts: nodes = local + ghost atoms, forces on all of them, virial by
+   fdotr. The exchange layout's model calls back into exchange_features during the call
 ------------------------------------------------------------------------- */
 
 void PairMLFF::compute_ghost()
 {
   const int nlocal = atom->nlocal;
   const int nall = nlocal + atom->nghost;
-  const int64_t nedges = build_ghost_edges();
+  const bool exchange = model->graph == MLFFModel::EXCHANGE;
+  const int64_t nedges = build_ghost_edges(exchange ? 1 : num_layers);
+  std::unique_ptr<PairExchanger> exchanger(exchange ? new PairExchanger(this) : nullptr);
   fill_types(nall);
 
   const auto device = model->device;
@@ -317,16 +351,16 @@ void PairMLFF::reserve_edges(int ncenters)
 
 /* ----------------------------------------------------------------------
    ghost layout edges (center, neighbor) for every listed pair closer than r_max. The list
-   is built with a skin, so this filter runs every step. Local atoms are centers; with more
-   than one layer ghost atoms are centers too, and edges whose center is num_layers or more
-   hops from every local atom are dropped: no message through them reaches a local atom
-   within num_layers layers, so the pruning is exact.
+   is built with a skin, so this filter runs every step. Local atoms are centers; with a
+   depth of more than one layer ghost atoms are centers too, and edges whose center is depth
+   or more hops from every local atom are dropped: no message through them reaches a local
+   atom within depth layers, so the pruning is exact. The exchange layout asks for depth 1.
 ------------------------------------------------------------------------- */
 
-int64_t PairMLFF::build_ghost_edges()
+int64_t PairMLFF::build_ghost_edges(int depth)
 {
   double **x = atom->x;
-  const int ncenters = list->inum + (num_layers > 1 ? list->gnum : 0);
+  const int ncenters = list->inum + (depth > 1 ? list->gnum : 0);
   const double cutsq_model = r_max * r_max;
   reserve_edges(ncenters);
   int64_t *centers = model->edge_buffer.data_ptr<int64_t>();
@@ -351,17 +385,17 @@ int64_t PairMLFF::build_ghost_edges()
     }
   }
 
-  if (num_layers > 1) {
+  if (depth > 1) {
     auto &hops = model->hops;
     const int nall = atom->nlocal + atom->nghost;
-    hops.assign(nall, num_layers);
+    hops.assign(nall, depth);
     for (int i = 0; i < atom->nlocal; i++) hops[i] = 0;
-    for (int level = 1; level < num_layers; level++)
+    for (int level = 1; level < depth; level++)
       for (int64_t e = 0; e < nedges; e++)
         if (hops[centers[e]] == level - 1 && hops[neighbors[e]] > level) hops[neighbors[e]] = level;
     int64_t kept = 0;
     for (int64_t e = 0; e < nedges; e++)
-      if (hops[centers[e]] < num_layers) {
+      if (hops[centers[e]] < depth) {
         centers[kept] = centers[e];
         neighbors[kept] = neighbors[e];
         kept++;
@@ -422,6 +456,71 @@ int64_t PairMLFF::build_local_edges()
   }
   std::memcpy(centers + nedges, neighbors, nedges * sizeof(int64_t));
   return nedges;
+}
+
+/* ----------------------------------------------------------------------
+   exchange layout: rows are the model's nlocal + nghost node rows of width values. The
+   LAMMPS comm buffers hold EXCHANGE_COLUMNS values per atom, so wide rows go in passes
+------------------------------------------------------------------------- */
+
+void PairMLFF::exchange_features(double *rows, int64_t nrows, int64_t width, bool reverse)
+{
+  const int nlocal = atom->nlocal;
+  const int64_t nall = nlocal + atom->nghost;
+  if (nrows != nall)
+    throw std::runtime_error(fmt::format("ghost exchange of {} node rows, but this rank has {} "
+                                         "local and ghost atoms", nrows, nall));
+  exchange_rows = rows;
+  exchange_width = width;
+  for (int64_t first = 0; first < width; first += EXCHANGE_COLUMNS) {
+    exchange_first_column = (int) first;
+    exchange_columns = (int) std::min<int64_t>(EXCHANGE_COLUMNS, width - first);
+    if (reverse)
+      comm->reverse_comm(this, exchange_columns);
+    else
+      comm->forward_comm(this, exchange_columns);
+  }
+  // a ghost row's gradient now counts at its owner; the ghost row itself is no input
+  if (reverse) std::fill(rows + nlocal * width, rows + nall * width, 0.0);
+  exchange_rows = nullptr;
+}
+
+int PairMLFF::pack_forward_comm(int n, int *list, double *buf, int /*pbc_flag*/, int * /*pbc*/)
+{
+  int m = 0;
+  for (int k = 0; k < n; k++) {
+    const double *row = exchange_rows + list[k] * exchange_width + exchange_first_column;
+    for (int c = 0; c < exchange_columns; c++) buf[m++] = row[c];
+  }
+  return m;
+}
+
+void PairMLFF::unpack_forward_comm(int n, int first, double *buf)
+{
+  int m = 0;
+  for (int i = first; i < first + n; i++) {
+    double *row = exchange_rows + i * exchange_width + exchange_first_column;
+    for (int c = 0; c < exchange_columns; c++) row[c] = buf[m++];
+  }
+}
+
+int PairMLFF::pack_reverse_comm(int n, int first, double *buf)
+{
+  int m = 0;
+  for (int i = first; i < first + n; i++) {
+    const double *row = exchange_rows + i * exchange_width + exchange_first_column;
+    for (int c = 0; c < exchange_columns; c++) buf[m++] = row[c];
+  }
+  return m;
+}
+
+void PairMLFF::unpack_reverse_comm(int n, int *list, double *buf)
+{
+  int m = 0;
+  for (int k = 0; k < n; k++) {
+    double *row = exchange_rows + list[k] * exchange_width + exchange_first_column;
+    for (int c = 0; c < exchange_columns; c++) row[c] += buf[m++];
+  }
 }
 
 /* ---------------------------------------------------------------------- */
@@ -536,7 +635,6 @@ void PairMLFF::load_torchscript(const std::string &filename)
   }
   model->module.eval();
   model->format = MLFFModel::TORCHSCRIPT;
-  model->graph = MLFFModel::GHOST;
 
   if (extra[METADATA_FILE].empty())
     error->all(FLERR,
@@ -550,12 +648,20 @@ void PairMLFF::load_torchscript(const std::string &filename)
     for (const char *key : {"r_max", "num_layers", "contract_version"})
       if (parsed.contains(key)) meta[key] = parsed[key].dump();
     if (parsed.contains("model_dtype")) meta["model_dtype"] = parsed["model_dtype"].get<std::string>();
+    meta["graph"] = parsed.contains("graph") ? parsed["graph"].get<std::string>() : "ghost";
     if (parsed.contains("type_names"))
       meta["type_names"] = utils::join_words(parsed["type_names"].get<std::vector<std::string>>(), " ");
   } catch (const std::exception &e) {
     error->all(FLERR, "Pair style mlff: model file {} has invalid metadata: {}", filename,
                first_line(e.what()));
   }
+  if (meta["graph"] == "ghost")
+    model->graph = MLFFModel::GHOST;
+  else if (meta["graph"] == "exchange")
+    model->graph = MLFFModel::EXCHANGE;
+  else
+    error->all(FLERR, "Pair style mlff: model file {} has graph '{}' in its metadata: expected "
+               "ghost or exchange", filename, meta["graph"]);
   apply_metadata(meta);
 }
 
@@ -603,6 +709,8 @@ void PairMLFF::load_aoti(const std::string &filename)
     model->graph = MLFFModel::LOCAL;
   else if (graph == "ghost" && ghost_io)
     model->graph = MLFFModel::GHOST;
+  else if (graph == "exchange" && ghost_io)
+    model->graph = MLFFModel::EXCHANGE;
   else
     error->all(FLERR, "Pair style mlff: model file {} has inputs '{}' and outputs '{}', which "
                "match no layout this pair style runs (compile nequip models with "
@@ -688,7 +796,9 @@ void PairMLFF::map_types(int nelements, char **elements)
         "mlff: model {} ({} {} layout, {}, r_max = {}, {} layer(s), device {}, {} thread(s))\n"
         "  LAMMPS type   element   model type\n",
         model->filename, model->format == MLFFModel::AOTI ? "AOTInductor" : "TorchScript",
-        model->graph == MLFFModel::LOCAL ? "local (single-rank)" : "ghost (any ranks)",
+        model->graph == MLFFModel::LOCAL      ? "local (single-rank)"
+        : model->graph == MLFFModel::EXCHANGE ? "exchange (any ranks, per-layer ghost exchange)"
+                                              : "ghost (any ranks)",
         model->dtype == torch::kFloat64 ? "float64" : "float32", r_max, num_layers, device_name,
         nthreads);
     for (int itype = 1; itype <= nelements; itype++)
@@ -722,6 +832,13 @@ void PairMLFF::init_style()
   }
 
   no_virial_fdotr_compute = 0;
+  if (model->graph == MLFFModel::EXCHANGE) {
+    // ghosts within r_max + skin (LAMMPS's default shell) suffice: features of deeper
+    // layers come from the ghosts' owners
+    comm_forward = comm_reverse = EXCHANGE_COLUMNS;
+    neighbor->add_request(this, NeighConst::REQ_FULL);
+    return;
+  }
   int flags = NeighConst::REQ_FULL;
   if (num_layers > 1) flags |= NeighConst::REQ_GHOST;
   neighbor->add_request(this, flags);

@@ -14,6 +14,7 @@ PairStyle(mlff,PairMLFF);
 
 #include "pair.h"
 
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
@@ -43,6 +44,15 @@ class PairMLFF : public Pair {
   double init_one(int, int) override;
   double memory_usage() override;
 
+  int pack_forward_comm(int, int *, double *, int, int *) override;
+  void unpack_forward_comm(int, int, double *) override;
+  int pack_reverse_comm(int, int, double *) override;
+  void unpack_reverse_comm(int, int *, double *) override;
+
+  // exchange layout: ghost rows of a model's node features from their owners (forward), or
+  // ghost rows of their gradients added to their owners' (reverse); called by the model
+  void exchange_features(double *rows, int64_t nrows, int64_t width, bool reverse);
+
  protected:
   std::unique_ptr<MLFFModel> model;
   std::string device_name;    // "cpu" or "cuda"
@@ -58,11 +68,16 @@ class PairMLFF : public Pair {
   void apply_metadata(const std::map<std::string, std::string> &meta);
   void map_types(int nelements, char **elements);
 
+  // the feature rows being exchanged, and the columns of the current comm pass
+  double *exchange_rows;
+  int64_t exchange_width;
+  int exchange_first_column, exchange_columns;
+
   void compute_ghost();
   void compute_local();
   void fill_types(int n);
   void reserve_edges(int ncenters);
-  int64_t build_ghost_edges();
+  int64_t build_ghost_edges(int depth);
   int64_t build_local_edges();
   void accumulate(const at::Tensor &energy_local, const at::Tensor &atom_energy,
                   const at::Tensor &forces, int nforce);
