@@ -77,8 +77,8 @@ def plugin_path(as_dir):
 @click.option("--source", type=click.Path(exists=True, dir_okay=False),
               help="With --check: the trained model to compare with (default: the one recorded in the file).")
 def deploy(model, structure, out, target, ranks, device, dtype, check_only, source):
-    """Deploy a trained MODEL (nequip or Allegro .ckpt / .nequip.zip, a contract TorchScript .pt, or
-    a pretrained model by name: sevenn:7net-0) for pair style mlff, and check it against the
+    """Deploy a trained MODEL (nequip or Allegro .ckpt / .nequip.zip, a torchmd-net .ckpt, a sevenn .pth,
+    a contract TorchScript .pt, or a pretrained model by name: sevenn:7net-0) for pair style mlff, and check it against the
     model in Python (the architecture's own ASE calculator)."""
     from lmpbench import deploy as lib
 
@@ -409,7 +409,9 @@ def _metric_lines(metrics: dict) -> list[str]:
 @click.option("--size", required=True, help="Split size of the dataset to train on (e.g. 1k, 10k).")
 @click.option("-o", "--out", type=click.Path(file_okay=False), required=True,
               help="Training folder (new or empty; --force replaces a previous training there).")
-@click.option("--arch", default="nequip", show_default=True, help="Architecture (registry entry).")
+@click.option("--arch", default="nequip", show_default=True,
+              help="Architecture (registry entry): nequip, allegro, sevenn (SevenNet, float32) or tensornet "
+                   "(torchmd-net's TensorNet).")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="YAML in the trainer's own format, merged over the defaults (its keys win).")
 @click.option("--max-epochs", type=click.IntRange(min=1), help="Epochs to train (default 100 without --max-minutes).")

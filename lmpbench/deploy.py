@@ -210,10 +210,24 @@ def _load_torchmdnet(path: Path) -> SourceModel:
         raise DeployError(str(err)) from None
 
 
+def _is_sevenn(path: Path) -> bool:
+    from lmpbench.architectures.sevenn import is_checkpoint
+
+    return is_checkpoint(path)
+
+
+def _load_sevenn(path: Path) -> SourceModel:
+    from lmpbench.architectures.sevenn import checkpoint_source
+
+    return checkpoint_source(path)
+
+
 SOURCE_KINDS = (
     # torchmd-net's trainer writes .ckpt too: its checkpoints are told from nequip's by their state's names
     SourceKind("torchmdnet", (".ckpt",), _load_torchmdnet, claims=_is_torchmdnet),
     SourceKind("nequip", (".ckpt", ".nequip.zip"), _load_nequip),
+    # sevenn's trainer writes .pth (lmpbench train --arch sevenn keeps model.pth): told from TorchScript by content
+    SourceKind("sevenn", (".pth",), _load_sevenn, claims=_is_sevenn),
     SourceKind("torchscript", (".pt", ".pth"), _load_torchscript),
 )
 

@@ -3,10 +3,12 @@
 The training folder (``out``)::
 
     config.yaml            the config the trainer read (defaults, then --config, then options)
-    run/                   the trainer's own folder (nequip: hydra logs, last checkpoint, CSV log)
+    run/                   the trainer's own folder (nequip: hydra logs, last checkpoint, CSV log; sevenn:
+                           log.sevenn, lc.csv; torchmd-train: metrics.csv, the data converted for it)
     trainer.log            the trainer's stdout and stderr
     model.ckpt             the kept checkpoint (best validation, moved out of run/), what ``lmpbench deploy`` takes
-    model.nequip.zip       the same model in portable form (unless --no-package)
+                           (nequip, allegro, tensornet: .ckpt; sevenn: model.pth)
+    model.nequip.zip       the same model in portable form (nequip and allegro, unless --no-package)
     training_curve.csv     epoch, train loss, validation force/energy MAE
     training_curve.png
     train.json             the record: data, split, options, test MAE, timing; written last
@@ -19,7 +21,8 @@ forces-only data).
 Config: the architecture's defaults for the system's category (``Architecture.defaults``)
 build a complete config; a ``--config`` YAML is merged over it (its keys win; lists are
 replaced whole); then ``--max-epochs``, ``--max-minutes`` and ``--seed``, when given, win
-over both.
+over both. A trainer with no time limit of its own (sevenn, torchmd-train) is stopped by
+lmpbench at ``--max-minutes``, frozen at a moment its kept checkpoint is whole.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -169,26 +173,57 @@ def _thread_environment(threads: int) -> dict:
     return dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
 
 
-def _run_trainer(cmd: list[str], cwd: Path, log: Path, arch, run_dir: Path, env: dict, echo) -> int:
-    """Run the trainer with its output in ``log``; echo each finished epoch as it appears."""
-    shown = 0
+def _stop_with_a_whole_checkpoint(proc: subprocess.Popen, arch, run_dir: Path, patience_s: float = 60.0) -> None:
+    """Stop a trainer that has no time limit of its own without losing its checkpoint: freeze it
+    (SIGSTOP), and if the checkpoint it would be kept by is complete (it loads), kill it there; if
+    the trainer was writing it, let it run a moment (SIGCONT) and try again. A signal it could catch
+    (SIGINT) may land inside the write and leave a truncated file, as sevenn's trainer does."""
+    waited, pause = 0.0, 0.1
+    while proc.poll() is None:
+        proc.send_signal(signal.SIGSTOP)
+        checkpoint = arch.find_checkpoint(run_dir)
+        try:
+            whole = checkpoint is not None and (arch.checkpoint_epoch(checkpoint) or 0) >= 0
+        except Exception:  # a checkpoint being written does not load; any error says so
+            whole = False
+        if whole or waited > patience_s:
+            proc.kill()  # a frozen process dies at once, writing nothing more
+            break
+        proc.send_signal(signal.SIGCONT)
+        time.sleep(pause)
+        waited, pause = waited + pause, min(2 * pause, 2.0)
+    proc.wait()
+
+
+def _run_trainer(cmd: list[str], cwd: Path, log: Path, arch, run_dir: Path, env: dict, echo,
+                 deadline: float | None = None) -> tuple[int, bool]:
+    """Run the trainer with its output in ``log``; echo each finished epoch as it appears. At
+    ``deadline`` (time.time()), a trainer without a time limit of its own is stopped with its
+    checkpoint whole. Returns (exit status, whether it was stopped so)."""
+    shown, stopped = 0, False
     with open(log, "w") as sink:
         proc = subprocess.Popen(cmd, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT, env=env)
         try:
             while proc.poll() is None:
                 try:
-                    proc.wait(timeout=5)
+                    proc.wait(timeout=min(5.0, max(0.1, deadline - time.time())) if deadline else 5)
                 except subprocess.TimeoutExpired:
                     pass
+                if deadline is not None and time.time() >= deadline and proc.poll() is None:
+                    echo(f"  --max-minutes reached: stopping {arch.train_script}")
+                    _stop_with_a_whole_checkpoint(proc, arch, run_dir)
+                    stopped = True
                 rows = arch.read_curve(run_dir)
                 for row in rows[shown:]:
                     echo("  " + _curve_line(row))
                 shown = max(shown, len(rows))
         except BaseException:  # Ctrl-C or a failing echo: never leave the trainer running
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
             proc.terminate()
             proc.wait()
             raise
-    return proc.returncode
+    return proc.returncode, stopped
 
 
 def _curve_line(row: dict) -> str:
@@ -316,24 +351,36 @@ def train(system: System, data: str | Path, size: str, out: str | Path, arch: st
         seed=1 if seed is None else seed,
         max_epochs=max_epochs if max_epochs is not None or max_minutes is not None else DEFAULT_MAX_EPOCHS,
         max_minutes=max_minutes, accelerator=accelerator)
-    # options given on the command line win over the --config file
-    config = _merge(_merge(architecture.build_config(request), user_config),
-                    architecture.option_overrides(max_epochs, max_minutes, seed))
+    try:
+        # options given on the command line win over the --config file
+        config = _merge(_merge(architecture.build_config(request), user_config),
+                        architecture.option_overrides(max_epochs, max_minutes, seed))
+        # trainers with their own data format: the data is read and checked here, written below
+        write_data = architecture.prepare_data(request) if architecture.prepare_data else None
+    except ArchitectureError as err:
+        raise TrainingError(str(err)) from None
 
     out = Path(out).resolve()
     _prepare_folder(out, architecture, force)
     write_atomic(out / CONFIG, config_text(config))
     run_dir, log = out / RUN_DIR, out / LOG
+    if write_data is not None:
+        run_dir.mkdir()
+        write_data(run_dir)
     cmd = [str(trainer), *architecture.train_arguments(out, Path(CONFIG).stem, run_dir)]
     echo(f"training {architecture.name} for {system.name} on {dataset.name} split {size} "
          f"({dataset.manifest['split']['sizes'][size]['train']['frames']} train / "
          f"{dataset.manifest['split']['sizes'][size]['val']['frames']} val frames) on {torch_device}; log: {log}")
     train_started = time.time()
     env = _thread_environment(threads)
-    returncode = _run_trainer(cmd, out, log, architecture, run_dir, env, echo)
+    if architecture.train_environment is not None:
+        env.update(architecture.train_environment(accelerator))
+    deadline = (train_started + 60 * max_minutes
+                if max_minutes is not None and not architecture.stops_at_max_minutes else None)
+    returncode, interrupted = _run_trainer(cmd, out, log, architecture, run_dir, env, echo, deadline)
     train_wall_s = time.time() - train_started
     checkpoint = architecture.find_checkpoint(run_dir)
-    if returncode != 0:
+    if returncode != 0 and not (interrupted and checkpoint is not None):
         why = _last_error_line(log)
         raise TrainerFailedError(f"{architecture.train_script} failed (exit {returncode}){': ' + why if why else ''}; "
                                  f"see {log}")
@@ -344,6 +391,8 @@ def train(system: System, data: str | Path, size: str, out: str | Path, arch: st
     model = out / ("model" + architecture.checkpoint_suffixes[0])
     checkpoint_epoch = architecture.checkpoint_epoch(checkpoint)
     os.replace(checkpoint, model)  # moved, not copied: a checkpoint can be megabytes and folders get shipped
+    if architecture.finish_checkpoint is not None:
+        architecture.finish_checkpoint(model, run_dir)
     packaged = None
     if packager is not None:
         packaged = out / ("model" + architecture.package_suffix)
@@ -384,11 +433,13 @@ def train(system: System, data: str | Path, size: str, out: str | Path, arch: st
         "options": {"max_epochs": max_epochs, "max_minutes": max_minutes, "seed": seed, "device": device,
                     "test_frames": test_frames, "package": package, "threads": threads},
         "epochs_done": len(curve),
+        "stopped_at_max_minutes": interrupted,  # lmpbench interrupted a trainer without a time limit of its own
         "checkpoint": {"file": model.name, "moved_from": str(checkpoint.relative_to(out)),
                        "epoch": checkpoint_epoch, "note": architecture.checkpoint_note},
         "package": packaged.name if packaged else None,
         "test": {"file": dataset.test_file.name, **errors,
-                 "evaluated_with": f"{architecture.name}'s ASE calculator ({torch_device}, float64 inputs)"},
+                 "evaluated_with": f"{architecture.name}'s ASE calculator ({torch_device}, float64 inputs"
+                                   f"{', ' + hyperparameters['model_dtype'] + ' model' if 'model_dtype' in hyperparameters else ''})"},
         "final_val": curve[-1] if curve else None,
         "train_wall_s": round(train_wall_s, 2),
         "wall_s": round(time.time() - started, 2),
@@ -418,7 +469,7 @@ def _versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     found = {}
-    for name in ("lmpbench", "nequip", "torch", "lightning", "ase"):
+    for name in ("lmpbench", "nequip", "nequip-allegro", "sevenn", "torchmd-net", "torch", "lightning", "ase"):
         try:
             found[name] = version(name)
         except PackageNotFoundError:

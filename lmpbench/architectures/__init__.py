@@ -80,6 +80,17 @@ class Architecture:
     package_suffix: str = ""
     package_arguments: Callable[[Path, Path], list[str]] | None = field(default=None, repr=False)  # (ckpt, out)
     checkpoint_note: str = ""  # what a user of the checkpoint must know, recorded with it
+    # trainers that read their own data format: request -> a writer of the converted data into the run
+    # folder (called with it before the trainer starts); the reading and checking happen before any file is written
+    prepare_data: Callable[[TrainingRequest], Callable[[Path], None]] | None = field(default=None, repr=False)
+    # (kept checkpoint, run folder) -> None: completes the kept checkpoint in place (e.g. folds in what prepare_data
+    # took out of the labels), so that the file alone is the trained model
+    finish_checkpoint: Callable[[Path, Path], None] | None = field(default=None, repr=False)
+    # accelerator ("cpu" or "gpu") -> environment variables of the trainer (e.g. hiding the GPU of a cpu run)
+    train_environment: Callable[[str], dict] | None = field(default=None, repr=False)
+    # False: the trainer has no time limit of its own, and lmpbench interrupts it at --max-minutes (keeping the
+    # best checkpoint it has written by then)
+    stops_at_max_minutes: bool = True
 
     def hyperparameters(self, category: str) -> dict:
         if category not in self.defaults:
@@ -126,3 +137,5 @@ def config_text(config: dict) -> str:
 
 from lmpbench.architectures import nequip as _nequip  # noqa: E402,F401  (registers the built-in entries)
 from lmpbench.architectures import allegro as _allegro  # noqa: E402,F401
+from lmpbench.architectures import sevenn as _sevenn  # noqa: E402,F401
+from lmpbench.architectures import torchmdnet as _torchmdnet  # noqa: E402,F401

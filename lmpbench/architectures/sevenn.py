@@ -1,9 +1,21 @@
-"""SevenNet (``sevenn`` 0.13): pretrained universal models whose weights ship in the wheel.
+"""SevenNet (``sevenn`` 0.13): pretrained universal models whose weights ship in the wheel, and
+models trained with ``lmpbench train --arch sevenn`` (sevenn's own trainer).
 
 ``lmpbench deploy sevenn:7net-0 -o model.pt2`` builds the model from the checkpoint inside the
 installed ``sevenn`` package (no network), wraps it into the pair style's local layout and
 compiles it with AOTInductor (nequip's make_fx export route; forces and virial are computed
 inside the compiled graph). The reference of the deploy check is sevenn's own ASE calculator.
+A checkpoint of sevenn's trainer (``checkpoint_best.pth``, kept by ``lmpbench train`` as
+``model.pth``) deploys the same way: ``lmpbench deploy model.pth -o model.pt2``.
+
+Training (``--arch sevenn``): the ``sevenn`` console script with an input YAML that
+``build_config`` writes (sevenn's own format: ``model``, ``train``, ``data``), reading the
+dataset's extended XYZ splits as they are (ASE). sevenn trains in float32 only (its trainer
+refuses double precision). Loss: per-atom energy and force MSE, weight 1:1; Adam; learning rate
+reduced on plateaus of the validation loss; sevenn's own energy shift (per-atom mean) and scale
+(force RMS). sevenn writes ``checkpoint_best.pth`` after every epoch that lowers the validation
+loss; that is the kept checkpoint. sevenn has no time limit: ``--max-minutes`` is lmpbench's
+(it interrupts the trainer, keeping the best checkpoint written by then).
 
 The adapter: sevenn's ``AtomGraphSequential`` with its force module removed and its type map
 evaluated outside (``x`` = the model's type index, as sevenn's own LAMMPS deploy does) takes
@@ -158,13 +170,38 @@ SINGLE_RANK_REASON = ("SevenNet's {layers} message-passing layers of {r_max:g} Ã
 
 def pretrained_source(name: str, spec: str):
     """The deploy source of pretrained ``name``: metadata, the local-layout exporter, sevenn's calculator."""
+    return checkpoint_source(checkpoint_path(name), spec=spec, check_elements=CHECK_ELEMENTS)
+
+
+def is_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a checkpoint of sevenn's trainer: a torch zip whose pickle holds sevenn's
+    ``model_state_dict`` and its model type (``E3_equivariant_model``), read without unpickling anything."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickle = next((n for n in archive.namelist() if n.endswith("/data.pkl")), None)
+            data = archive.read(pickle) if pickle is not None else b""
+            return b"model_state_dict" in data and b"E3_equivariant_model" in data
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def checkpoint_source(path: Path, spec: str = "", check_elements: tuple[str, ...] = ()):
+    """The deploy source of a sevenn checkpoint (pretrained or trained): metadata, the local-layout
+    exporter, sevenn's calculator. ``check_elements``: those of the default check structure (default:
+    the model's own, which a trained model has few of)."""
     from lmpbench.contract import ModelMetadata
-    from lmpbench.deploy import SourceModel, sha256
+    from lmpbench.deploy import DeployError, SourceModel, sha256
 
     from sevenn.util import load_checkpoint
 
-    path = checkpoint_path(name)
-    meta = metadata_of(load_checkpoint(str(path)).config)  # building the model takes longer: only on demand
+    path = Path(path)
+    try:
+        meta = metadata_of(load_checkpoint(str(path)).config)  # building the model takes longer: only on demand
+    except Exception as err:  # sevenn raises many kinds (KeyError, RuntimeError, ...) for a bad checkpoint
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DeployError(f"{path} is not a loadable sevenn checkpoint: {first}") from None
     built = []
 
     def load():
@@ -182,5 +219,153 @@ def pretrained_source(name: str, spec: str):
                                        depth=meta["num_layers"] * meta["r_max"])
     return SourceModel(path, "sevenn", metadata, sha256(path), ("aoti-local",), load, architecture="sevenn",
                        exporters={"aoti-local": export}, calculator=lambda: calculator(path),
-                       reference="sevenn's ASE calculator (SevenNetCalculator)", check_elements=CHECK_ELEMENTS,
+                       reference="sevenn's ASE calculator (SevenNetCalculator)", check_elements=tuple(check_elements or meta["type_names"]),
                        spec=spec, single_rank_reason=reason)
+
+
+# ---------------------------------------------------------------------------------------------
+# training: sevenn's own trainer (the `sevenn` console script) as a registry entry
+
+# lmpbench's hyperparameter names; float32: sevenn's trainer has no double precision. Molecules
+# (6 Ã…, a few atoms) get more features; periodic systems (hundreds of atoms per frame) fewer and
+# smaller batches, as nequip's entry.
+DEFAULTS = {
+    "molecule": {"num_layers": 2, "l_max": 1, "num_features": 32, "radial_mlp_depth": 1, "radial_mlp_width": 32,
+                 "batch_size": 4, "learning_rate": 0.01, "model_dtype": "float32"},
+    "periodic": {"num_layers": 2, "l_max": 1, "num_features": 16, "radial_mlp_depth": 1, "radial_mlp_width": 16,
+                 "batch_size": 2, "learning_rate": 0.01, "model_dtype": "float32"},
+}
+UNLIMITED_EPOCHS = 1_000_000  # --max-minutes without --max-epochs: lmpbench stops the trainer
+CHECKPOINT = "checkpoint_best.pth"  # written by sevenn after each epoch that lowers the validation loss
+CURVE = "lc.csv"  # sevenn's per-epoch learning curve
+
+
+def build_config(request):
+    """sevenn's input YAML (as a dict) for ``request``."""
+    from lmpbench.architectures import ArchitectureError
+
+    hp = request.hyperparameters
+    if not request.has_energy:
+        raise ArchitectureError("sevenn trains on energies and forces together; this dataset has forces only "
+                                "(train it with --arch nequip, which trains on forces alone)")
+    if hp.get("model_dtype", "float32") != "float32":
+        raise ArchitectureError(f"sevenn trains in float32 only (model_dtype {hp['model_dtype']} asked)")
+    if request.val_file is None:
+        raise ArchitectureError("sevenn needs a validation file (the dataset's val split)")
+    return {
+        "model": {
+            "chemical_species": list(request.type_names),
+            "cutoff": float(request.cutoff_A),
+            "channel": hp["num_features"],
+            "lmax": hp["l_max"],
+            "num_convolution_layer": hp["num_layers"],
+            "weight_nn_hidden_neurons": [hp["radial_mlp_width"]] * hp["radial_mlp_depth"],
+            "radial_basis": {"radial_basis_name": "bessel", "bessel_basis_num": 8},
+            "cutoff_function": {"cutoff_function_name": "poly_cut", "poly_cut_p_value": 6},
+            "is_parity": False,
+            "self_connection_type": "nequip",
+            "conv_denominator": "avg_num_neigh",
+            "train_shift_scale": False,
+            "train_denominator": False,
+        },
+        "train": {
+            "random_seed": request.seed,
+            "is_train_stress": False,  # the datasets carry no stress labels
+            "epoch": request.max_epochs if request.max_epochs is not None else UNLIMITED_EPOCHS,
+            "optimizer": "adam",
+            "optim_param": {"lr": hp["learning_rate"]},
+            "scheduler": "reducelronplateau",
+            "scheduler_param": {"factor": 0.6, "patience": 5},
+            "force_loss_weight": 1.0,
+            "per_epoch": UNLIMITED_EPOCHS,  # no periodic checkpoints: the best one is kept
+            "error_record": [["Energy", "MAE"], ["Force", "MAE"], ["TotalLoss", "None"]],
+            "best_metric": "TotalLoss",
+            "device": "cuda" if request.accelerator == "gpu" else "cpu",
+        },
+        "data": {
+            "batch_size": hp["batch_size"],
+            "shift": "per_atom_energy_mean",
+            "scale": "force_rms",
+            "load_trainset_path": [str(request.train_file)],
+            "load_validset_path": [str(request.val_file)],
+        },
+    }
+
+
+def option_overrides(max_epochs: int | None, max_minutes: float | None, seed: int | None) -> dict:
+    train = {}
+    if max_epochs is not None:
+        train["epoch"] = max_epochs
+    elif max_minutes is not None:
+        train["epoch"] = UNLIMITED_EPOCHS  # until lmpbench stops it
+    if seed is not None:
+        train["random_seed"] = seed
+    return {"train": train} if train else {}
+
+
+def train_arguments(config_dir: Path, config_name: str, run_dir: Path) -> list[str]:
+    # -s: sevenn's log to stdout as well (trainer.log); its own copy is run/log.sevenn
+    return [str(config_dir / f"{config_name}.yaml"), "-w", str(run_dir), "-s"]
+
+
+def find_checkpoint(run_dir: Path) -> Path | None:
+    return run_dir / CHECKPOINT if (run_dir / CHECKPOINT).is_file() else None
+
+
+def read_curve(run_dir: Path) -> list[dict]:
+    """One row per epoch from sevenn's lc.csv: training loss (sevenn's weighted total) and the
+    validation MAEs (sevenn's Energy is per atom) in meV."""
+    import csv
+
+    path = run_dir / CURVE
+    if not path.is_file():
+        return []
+
+    def number(row: dict, key: str, factor: float = 1.0) -> float | None:
+        try:
+            return float(row[key]) * factor
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    rows = []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            forces = number(row, "validset_Force_MAE", 1000.0)
+            if number(row, "epoch") is None or forces is None:  # a line being written
+                continue
+            rows.append({"epoch": int(float(row["epoch"])), "train_loss": number(row, "trainset_TotalLoss"),
+                         "val_forces_mae_meV_A": forces,
+                         "val_energy_mae_meV_atom": number(row, "validset_Energy_MAE", 1000.0)})
+    return rows
+
+
+def checkpoint_epoch(checkpoint: Path) -> int | None:
+    """The epoch (sevenn counts from 1) after which sevenn saved ``checkpoint``."""
+    state = torch.load(str(checkpoint), map_location="cpu", weights_only=False)
+    epoch = state.get("epoch") if isinstance(state, dict) else None
+    return int(epoch) if epoch is not None else None
+
+
+def _register():
+    from lmpbench.architectures import Architecture, register
+
+    return register(Architecture(
+        name="sevenn",
+        description="SevenNet (E(3)-equivariant message passing, NequIP-like), sevenn 0.13 and its trainer (float32)",
+        checkpoint_suffixes=(".pth",),
+        train_script="sevenn",
+        defaults=DEFAULTS,
+        build_config=build_config,
+        option_overrides=option_overrides,
+        train_arguments=train_arguments,
+        find_checkpoint=find_checkpoint,
+        read_curve=read_curve,
+        calculator=calculator,
+        checkpoint_epoch=checkpoint_epoch,
+        stops_at_max_minutes=False,
+        checkpoint_note="sevenn's own checkpoint (model, config, optimizer state); SevenNetCalculator(model=FILE) "
+                        "loads it, lmpbench deploy takes it",
+    ))
+
+
+SEVENN = _register()

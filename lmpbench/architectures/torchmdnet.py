@@ -477,3 +477,303 @@ def checkpoint_source(path: Path):
                        calculator=lambda: _torchmdnet_calculator_class()(model),
                        reference="torchmd-net's own model (TorchMD_Net.forward, its neighbour list, derivative forces)",
                        check_elements=check_elements_of(model, names))
+
+
+# ---------------------------------------------------------------------------------------------
+# training: torchmd-net's own trainer (torchmd-train) on TensorNet, as the registry entry "tensornet"
+#
+# torchmd-train reads its data through its dataset classes, none of which reads extended XYZ; the
+# training step converts the split's frames into its HDF5 format (run/data.h5: per atom count a group
+# of "types" (atomic numbers), "pos", "energy", "forces") with a splits file (run/splits.npz: the
+# training frames, then the validation frames; no test frames, lmpbench tests on the dataset's test
+# split). Its HDF5 class stores values as float32 (positions to ~1e-6 Å, the energies below to
+# ~1e-7 eV); the model trains in float64 (precision 64).
+#
+# Energies: TensorNet's output starts near zero, and neither torchmd-net's HDF5 dataset nor its
+# trainer offers a per-element energy reference (its Atomref prior takes one only from datasets
+# that define it; `standardize` adds a mean to the total, which does not deploy). So the data
+# written holds E - shift x N (shift: the training frames' mean energy per atom, as nequip's and
+# sevenn's per-atom energy shift), and after training the kept checkpoint gets the shift as
+# torchmd-net's own Atomref prior (every element of the system, not trainable): the file alone is
+# the model of the labels' energies, loaded by torchmd-net's load_model as any checkpoint with an
+# Atomref. The energy loss is on the total; its weight 1/N² makes it the per-atom energy MSE.
+# Periodic data: torchmd-net takes one box for all frames (box_vecs), in its lower-triangular form.
+
+TENSORNET_DEFAULTS = {
+    "molecule": {"num_layers": 2, "num_features": 32, "batch_size": 4, "learning_rate": 0.001, "model_dtype": "float64"},
+    "periodic": {"num_layers": 2, "num_features": 16, "batch_size": 2, "learning_rate": 0.001, "model_dtype": "float64"},
+}
+TENSORNET_UNLIMITED_EPOCHS = 1_000_000  # --max-minutes without --max-epochs: lmpbench stops the trainer
+DATA_FILE, SPLITS_FILE, REFERENCE_FILE = "data.h5", "splits.npz", "energy_reference.json"
+RUN = "run"  # lmpbench train's run folder, where the data is written (torchmd-train runs in the training folder)
+
+
+def _frames(path: Path) -> list:
+    from ase.io import read
+
+    from lmpbench.architectures import ArchitectureError
+
+    try:
+        return read(str(path), ":")
+    except Exception as err:  # ASE raises many kinds for unreadable files
+        raise ArchitectureError(f"cannot read {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+
+
+def _box(frames: list) -> list | None:
+    """The one periodic box of ``frames`` (torchmd-net's box_vecs), None when none is periodic."""
+    from lmpbench.architectures import ArchitectureError
+
+    periodic = {bool(a.pbc.all()) for a in frames}
+    if any(a.pbc.any() and not a.pbc.all() for a in frames) or len(periodic) > 1:
+        raise ArchitectureError("torchmd-net takes frames that are all periodic in x, y and z, or none")
+    if not periodic.pop():
+        return None
+    cell = frames[0].cell.array
+    if any(not np.allclose(a.cell.array, cell, atol=1e-6) for a in frames):
+        raise ArchitectureError("torchmd-net's trainer takes one periodic box for all frames; these frames have several")
+    if abs(cell[0, 1]) > 1e-9 or abs(cell[0, 2]) > 1e-9 or abs(cell[1, 2]) > 1e-9:
+        raise ArchitectureError("torchmd-net's box must be lower triangular (a along x, b in the xy plane)")
+    return cell.tolist()
+
+
+def tensornet_config(request) -> dict:
+    """torchmd-train's YAML (as a dict) for ``request``: TensorNet, float64, lmpbench's HDF5 conversion."""
+    from ase.data import atomic_numbers
+    from ase.io import read
+
+    from lmpbench.architectures import ArchitectureError
+
+    hp = request.hyperparameters
+    if request.val_file is None:
+        raise ArchitectureError("torchmd-train needs the dataset's validation split")
+    precision = {"float64": 64, "float32": 32}.get(hp.get("model_dtype", "float64"))
+    if precision is None:
+        raise ArchitectureError(f"torchmd-net trains in float64 or float32, not {hp['model_dtype']}")
+    first = read(str(request.train_file), index=0)
+    return {
+        "dataset": "HDF5",
+        "dataset_root": f"{RUN}/{DATA_FILE}",
+        "splits": f"{RUN}/{SPLITS_FILE}",
+        "model": "tensornet",
+        "precision": precision,
+        "embedding_dimension": hp["num_features"],
+        "num_layers": hp["num_layers"],
+        "num_rbf": 32,
+        "rbf_type": "expnorm",
+        "trainable_rbf": False,
+        "activation": "silu",
+        "equivariance_invariance_group": "O(3)",
+        "cutoff_lower": 0.0,
+        "cutoff_upper": float(request.cutoff_A),
+        "max_z": max(atomic_numbers[name] for name in request.type_names) + 1,
+        "max_num_neighbors": 128,
+        "derivative": True,
+        "output_model": "Scalar",
+        "reduce_op": "add",
+        "standardize": False,  # its mean is added to the total, which does not deploy; see the energy reference
+        "box_vecs": _box([first]),
+        "num_epochs": request.max_epochs if request.max_epochs is not None else TENSORNET_UNLIMITED_EPOCHS,
+        "batch_size": hp["batch_size"],
+        "inference_batch_size": hp["batch_size"],
+        "lr": hp["learning_rate"],
+        "lr_patience": 5,
+        "lr_factor": 0.6,
+        "lr_min": 1e-7,
+        "early_stopping_patience": TENSORNET_UNLIMITED_EPOCHS,  # as nequip's entry: no early stop
+        # the energy loss is on the total: 1/N² makes it the per-atom energy MSE (nequip's and sevenn's)
+        "y_weight": (1.0 / len(first) ** 2) if request.has_energy else 0.0,
+        "neg_dy_weight": 1.0,
+        "save_interval": 1,
+        "test_interval": -1,
+        "num_workers": 0,  # the data is small and preloaded; workers would compete for the cores
+        "ngpus": 1,
+        "seed": request.seed,
+    }
+
+
+def tensornet_option_overrides(max_epochs: int | None, max_minutes: float | None, seed: int | None) -> dict:
+    overrides = {}
+    if max_epochs is not None:
+        overrides["num_epochs"] = max_epochs
+    elif max_minutes is not None:
+        overrides["num_epochs"] = TENSORNET_UNLIMITED_EPOCHS  # until lmpbench stops it
+    if seed is not None:
+        overrides["seed"] = seed
+    return overrides
+
+
+def prepare_data(request):
+    """Read and check the split's frames (before the training folder is touched); returns the
+    writer of run/data.h5, run/splits.npz and run/energy_reference.json."""
+    import json
+
+    from lmpbench.architectures import ArchitectureError
+
+    train, val = _frames(request.train_file), _frames(request.val_file)
+    frames = train + val
+    if not train or not val:
+        raise ArchitectureError("torchmd-train needs at least one training and one validation frame")
+    _box(frames)
+    unknown = sorted({s for a in frames for s in a.get_chemical_symbols()} - set(request.type_names))
+    if unknown:
+        raise ArchitectureError(f"the data has element(s) {', '.join(unknown)} beyond the model's {', '.join(request.type_names)}")
+    shift = float(np.mean([a.get_potential_energy() / len(a) for a in train])) if request.has_energy else 0.0
+    # groups by atom count, in name order (the order torchmd-net's HDF5 class indexes them)
+    groups: dict[str, list[int]] = {}
+    for i, atoms in enumerate(frames):
+        groups.setdefault(f"natoms_{len(atoms):08d}", []).append(i)
+    order = [i for name in sorted(groups) for i in groups[name]]
+    position = {frame: k for k, frame in enumerate(order)}
+    natoms = sorted({len(a) for a in frames})
+
+    def write(run_dir: Path) -> None:
+        import h5py
+
+        with h5py.File(run_dir / DATA_FILE, "w") as f:
+            for name in sorted(groups):
+                members = [frames[i] for i in groups[name]]
+                group = f.create_group(name)
+                group["types"] = np.array([a.numbers for a in members], dtype=np.int64)
+                group["pos"] = np.array([a.positions for a in members], dtype=np.float64)
+                group["forces"] = np.array([a.get_forces() for a in members], dtype=np.float64)
+                if request.has_energy:
+                    group["energy"] = np.array([a.get_potential_energy() - shift * len(a) for a in members])
+        np.savez(run_dir / SPLITS_FILE, idx_train=np.array([position[i] for i in range(len(train))], dtype=np.int64),
+                 idx_val=np.array([position[i] for i in range(len(train), len(frames))], dtype=np.int64),
+                 idx_test=np.array([], dtype=np.int64))
+        reference = {"per_atom_energy_shift_eV": shift, "elements": list(request.type_names),
+                     "atoms_per_frame": natoms[0] if len(natoms) == 1 else None, "has_energy": request.has_energy,
+                     "note": "the energies in data.h5 are E - shift x N; the kept checkpoint holds shift as an Atomref prior"}
+        (run_dir / REFERENCE_FILE).write_text(json.dumps(reference, indent=1) + "\n")
+
+    return write
+
+
+def finish_checkpoint(checkpoint: Path, run_dir: Path) -> None:
+    """Fold the energy shift taken out of the data into the kept checkpoint, as torchmd-net's Atomref
+    prior (hyperparameters prior_model/prior_args and the state of ``model.prior_model.K``)."""
+    import json
+    import os
+
+    from ase.data import atomic_numbers
+
+    reference = json.loads((run_dir / REFERENCE_FILE).read_text())
+    if not reference["has_energy"]:
+        return  # forces only: no energy zero to restore
+    state = torch.load(str(checkpoint), map_location="cpu", weights_only=False)
+    hparams = state["hyper_parameters"]
+    max_z = int(hparams["max_z"])
+    dtype = next(v.dtype for k, v in state["state_dict"].items() if v.is_floating_point())
+    energies = torch.zeros(max_z, 1, dtype=dtype)
+    for name in reference["elements"]:
+        energies[atomic_numbers[name]] = reference["per_atom_energy_shift_eV"]
+    priors = hparams.get("prior_model") or []
+    priors = list(priors) if isinstance(priors, list) else [priors]
+    prior_args = list(hparams.get("prior_args") or [])
+    index = len(priors)
+    hparams["prior_model"] = priors + [{"Atomref": {"max_z": max_z}}]
+    hparams["prior_args"] = prior_args + [{"max_z": max_z, "trainable": False, "enable": True}]
+    for prefix in ("model.", "ema_model.") if any(k.startswith("ema_model.") for k in state["state_dict"]) else ("model.",):
+        state["state_dict"][f"{prefix}prior_model.{index}.atomref.weight"] = energies.clone()
+        state["state_dict"][f"{prefix}prior_model.{index}.initial_atomref"] = energies.clone()
+    partial = checkpoint.with_name(checkpoint.name + ".partial")
+    torch.save(state, str(partial))
+    os.replace(partial, checkpoint)
+
+
+def find_tensornet_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint of the epoch with the lowest validation loss among those torchmd-train kept
+    (its files epoch=E-val_loss=L.ckpt; the loss read from its metrics.csv, the file name's 4
+    decimals only where that has no row)."""
+    import re
+
+    files = {}
+    for path in run_dir.glob("epoch=*.ckpt"):
+        match = re.match(r"epoch=(\d+)-val_loss=([-+0-9.eE]+?)(?:-test_loss=.*)?\.ckpt$", path.name)
+        if match:
+            files[path] = (int(match.group(1)), float(match.group(2)))
+    if not files:
+        return None
+    logged = {row["epoch0"]: row["val_loss"] for row in _metrics_rows(run_dir) if row.get("val_loss") is not None}
+    return min(files, key=lambda p: (logged.get(files[p][0], files[p][1]), files[p][0]))
+
+
+def _metrics_rows(run_dir: Path) -> list[dict]:
+    import csv
+
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        return []
+
+    def number(row, key):
+        try:
+            return float(row[key])
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    rows = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            epoch = number(row, "epoch")
+            if epoch is None:
+                continue
+            entry = rows.setdefault(int(epoch), {"epoch0": int(epoch)})
+            for key, column in (("train_loss", "train_total_mse_loss"), ("val_loss", "val_total_mse_loss"),
+                                ("val_forces", "val_neg_dy_l1_loss"), ("val_energy", "val_y_l1_loss")):
+                value = number(row, column)
+                if value is not None:
+                    entry[key] = value
+    return [rows[e] for e in sorted(rows)]
+
+
+def read_tensornet_curve(run_dir: Path) -> list[dict]:
+    """One row per epoch from torchmd-train's metrics.csv: its training loss (weighted MSE sum) and
+    the validation MAEs in meV (force components; the total energy's per atom, when every frame has
+    the same atom count)."""
+    import json
+
+    natoms = None
+    if (run_dir / REFERENCE_FILE).is_file():
+        natoms = json.loads((run_dir / REFERENCE_FILE).read_text()).get("atoms_per_frame")
+    return [{"epoch": row["epoch0"] + 1, "train_loss": row.get("train_loss"),
+             "val_forces_mae_meV_A": 1000.0 * row["val_forces"],
+             "val_energy_mae_meV_atom": (1000.0 * row["val_energy"] / natoms
+                                         if natoms and row.get("val_energy") is not None else None)}
+            for row in _metrics_rows(run_dir) if row.get("val_forces") is not None]
+
+
+def tensornet_checkpoint_epoch(checkpoint: Path) -> int | None:
+    state = torch.load(str(checkpoint), map_location="cpu", weights_only=False)
+    epoch = state.get("epoch") if isinstance(state, dict) else None
+    return int(epoch) + 1 if epoch is not None else None
+
+
+def _register():
+    from lmpbench.architectures import Architecture, register
+
+    return register(Architecture(
+        name="tensornet",
+        description="TensorNet (O(3)-equivariant Cartesian tensor message passing), torchmd-net 3.1 and its trainer "
+                    "torchmd-train (float64)",
+        checkpoint_suffixes=(".ckpt",),
+        train_script="torchmd-train",
+        defaults=TENSORNET_DEFAULTS,
+        build_config=tensornet_config,
+        option_overrides=tensornet_option_overrides,
+        train_arguments=lambda config_dir, name, run_dir: ["--conf", str(config_dir / f"{name}.yaml"),
+                                                           "--log-dir", str(run_dir)],
+        find_checkpoint=find_tensornet_checkpoint,
+        read_curve=read_tensornet_curve,
+        calculator=calculator,
+        checkpoint_epoch=tensornet_checkpoint_epoch,
+        prepare_data=prepare_data,
+        finish_checkpoint=finish_checkpoint,
+        # torchmd-train picks the GPU whenever one is visible: a cpu training hides it
+        train_environment=lambda accelerator: {"CUDA_VISIBLE_DEVICES": ""} if accelerator == "cpu" else {},
+        stops_at_max_minutes=False,
+        checkpoint_note="torchmd-net's trainer checkpoint with the data's per-atom energy shift added as an Atomref "
+                        "prior (see run/energy_reference.json); torchmdnet.models.model.load_model reads it",
+    ))
+
+
+TENSORNET = _register()
