@@ -360,9 +360,10 @@ def _torchmdnet_calculator_class():
             self.strain_model.derivative = False
 
         def _evaluate(self, atoms, model, dtype: torch.dtype):
-            z = torch.tensor(atoms.numbers, dtype=torch.long)
-            pos = torch.tensor(atoms.positions, dtype=dtype)
-            box = torch.tensor(atoms.cell.array, dtype=dtype) if atoms.pbc.all() else None
+            device = next(model.parameters()).device  # a model trained on a GPU is tested there
+            z = torch.tensor(atoms.numbers, dtype=torch.long, device=device)
+            pos = torch.tensor(atoms.positions, dtype=dtype, device=device)
+            box = torch.tensor(atoms.cell.array, dtype=dtype, device=device) if atoms.pbc.all() else None
             # the trained cap on neighbours per atom (torchmd-train's default 32) makes torchmd-net stop
             # where the deployed model, which has no cap, runs: room for every atom here
             distance = model.representation_model.distance
@@ -375,7 +376,7 @@ def _torchmdnet_calculator_class():
 
                 first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 raise DeployError(f"torchmd-net's own model cannot evaluate this structure: {first}") from None
-            return float(energy.detach().sum()), neg_dy.detach().double().numpy()
+            return float(energy.detach().sum()), neg_dy.detach().double().cpu().numpy()
 
         def _supercell(self, atoms):
             if not atoms.pbc.any():
