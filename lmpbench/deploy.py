@@ -43,6 +43,7 @@ from lmpbench import __version__
 from lmpbench.contract import CONTRACT_VERSION, METADATA_FILE, ModelMetadata, save_model
 
 LOCAL_MASK_FIELD = "mlff_local_mask"  # node field of the aoti-ghost inputs (1 for local atoms)
+LOCAL_WEIGHT_FIELD = "mlff_local_weight"  # aoti-exchange input: a 1 per local atom (its length is their number)
 
 
 class DeployError(ValueError):
@@ -352,8 +353,12 @@ def _export_torchscript(source: SourceModel, out: Path, device: str, provenance:
     with default_dtype(torch.float64):
         model = prepare_model_for_compile(_energy_only(source.load()), device)
         if graph == "exchange":
+            from lmpbench.exchange import NequIPExchangeEnergies
+
             _enable_exchange(model, source)
-        scripted = script(NequIPAtomEnergies(model))
+            scripted = script(NequIPExchangeEnergies(model))
+        else:
+            scripted = script(NequIPAtomEnergies(model))
     torch.jit.save(scripted, str(out), _extra_files={METADATA_FILE: metadata.to_json()})
 
 
@@ -366,11 +371,10 @@ def _export_torchscript_exchange(source: SourceModel, out: Path, device: str, pr
 
 
 def _enable_exchange(model, source: SourceModel) -> None:
+    # raises ExchangeUnavailableError, which moves `auto` on to the next target
     from lmpbench.exchange import enable_nequip_exchange
 
-    if enable_nequip_exchange(model) != source.metadata.num_layers:
-        raise DeployError(f"{source.path}: the model's interaction blocks do not match its {source.metadata.num_layers} "
-                          "layers, so the exchange layout cannot be built; deploy to aoti-ghost or torchscript-ghost")
+    enable_nequip_exchange(model, source.metadata.num_layers)
 
 
 def _aoti_metadata(source: SourceModel, target: DeployTarget, model, inputs, outputs, provenance) -> dict:
@@ -416,31 +420,24 @@ def _export_aoti_local(source: SourceModel, out: Path, device: str, provenance: 
 
 def _export_aoti_nodes(source: SourceModel, out: Path, device: str, provenance: dict, graph: str) -> None:
     """aoti-ghost (``graph`` "ghost") or aoti-exchange ("exchange"): local and ghost nodes, forces inside."""
+    if graph == "exchange":
+        return _export_aoti_exchange_model(source, out, device, provenance)
     from nequip.data._key_registry import register_fields
     from nequip.model.saved_models.load_utils import load_saved_model
     from nequip.utils.aot import aot_export_model
-
-    from lmpbench.graphs import ghost_graph
 
     register_fields(node_fields=[LOCAL_MASK_FIELD])
     inputs = ["pos", "edge_index", "atom_types", LOCAL_MASK_FIELD]
     outputs = ["atomic_energy", "forces"]
     with default_dtype(torch.float64):
         loaded, example = load_saved_model(str(source.path), return_data_dict=True)
-        model = _energy_only(loaded)
-        if graph == "exchange":
-            _enable_exchange(model, source)
-        wrapper = NequIPGhostForces(model)
-        # trace on a real graph of the checkpoint's example frame, as the pair style builds it
-        atoms = Atoms(numbers=example["atomic_numbers"].numpy(), positions=example["pos"].numpy(),
-                      cell=example["cell"].reshape(3, 3).numpy(), pbc=example["pbc"].reshape(3).numpy())
-        depth = 1 if graph == "exchange" else source.metadata.num_layers
-        nodes = ghost_graph(atoms, source.metadata.type_names, source.metadata.r_max, depth)
-        edge_index = nodes.edge_index if graph == "ghost" else nodes.edge_index[:, nodes.edge_index[0] < nodes.nlocal]
+        wrapper = NequIPGhostForces(_energy_only(loaded))
+        # trace on a real ghost graph of the checkpoint's example frame
+        nodes = _example_graph(source, example, source.metadata.num_layers)
         dtype = torch.float64 if source.metadata.model_dtype == "float64" else torch.float32
         mask = torch.zeros(len(nodes.positions), dtype=dtype)
         mask[: nodes.nlocal] = 1.0
-        data = {"pos": torch.tensor(nodes.positions, dtype=dtype), "edge_index": torch.from_numpy(np.ascontiguousarray(edge_index)),
+        data = {"pos": torch.tensor(nodes.positions, dtype=dtype), "edge_index": torch.from_numpy(nodes.edge_index),
                 "atom_types": torch.from_numpy(nodes.atom_types), LOCAL_MASK_FIELD: mask}
         metadata = _aoti_metadata(source, TARGETS[f"aoti-{graph}"], loaded, inputs, outputs, provenance)
         # AOTInductor compiles for the strides it is traced with: trace with the contiguous
@@ -448,6 +445,44 @@ def _export_aoti_nodes(source: SourceModel, out: Path, device: str, provenance: 
         aot_export_model(model=wrapper, device=device, input_fields=inputs, output_fields=outputs,
                          data={k: v.to(device).contiguous() for k, v in data.items()}, batch_map=_dynamic_dims(),
                          output_path=str(out), inductor_configs={"aot_inductor.metadata": metadata})
+
+
+def _example_graph(source: SourceModel, example: dict, depth: int):
+    """Ghost graph (``lmpbench.graphs``) of a nequip checkpoint's example frame, to trace on."""
+    from lmpbench.graphs import ghost_graph
+
+    atoms = Atoms(numbers=example["atomic_numbers"].numpy(), positions=example["pos"].numpy(),
+                  cell=example["cell"].reshape(3, 3).numpy(), pbc=example["pbc"].reshape(3).numpy())
+    return ghost_graph(atoms, source.metadata.type_names, source.metadata.r_max, depth)
+
+
+def _export_aoti_exchange_model(source: SourceModel, out: Path, device: str, provenance: dict) -> None:
+    """aoti-exchange: ghosts within one r_max, edges into local atoms, traced with a dynamic
+    number of local atoms (the length of the ``mlff_local_weight`` input)."""
+    from nequip.model.saved_models.load_utils import load_saved_model
+    from nequip.utils.compile import prepare_model_for_compile
+
+    from lmpbench.exchange import NequIPExchangeForces, export_exchange_forces
+
+    inputs = ["pos", "edge_index", "atom_types", LOCAL_WEIGHT_FIELD]
+    outputs = ["atomic_energy", "forces"]
+    with default_dtype(torch.float64):
+        loaded, example = load_saved_model(str(source.path), return_data_dict=True)
+        model = _energy_only(loaded)
+        _enable_exchange(model, source)
+        wrapper = prepare_model_for_compile(NequIPExchangeForces(model), device)
+        nodes = _example_graph(source, example, 1)
+        dtype = torch.float64 if source.metadata.model_dtype == "float64" else torch.float32
+        into_local = nodes.edge_index[:, nodes.edge_index[0] < nodes.nlocal]
+        # contiguous, as the pair style passes them (AOTInductor compiles for the traced strides)
+        example_inputs = [torch.tensor(nodes.positions, dtype=dtype).to(device).contiguous(),
+                          torch.from_numpy(np.ascontiguousarray(into_local)).to(device),
+                          torch.from_numpy(nodes.atom_types).to(device),
+                          torch.ones(nodes.nlocal, dtype=dtype, device=device)]
+        program = export_exchange_forces(wrapper, example_inputs)
+        metadata = _aoti_metadata(source, TARGETS["aoti-exchange"], loaded, inputs, outputs, provenance)
+        torch._inductor.aoti_compile_and_package(program, package_path=str(out),
+                                                 inductor_configs={"aot_inductor.metadata": metadata})
 
 
 def _export_aoti_ghost(source: SourceModel, out: Path, device: str, provenance: dict) -> None:

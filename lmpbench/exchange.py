@@ -39,30 +39,118 @@ def load_operators() -> None:
     torch.ops.load_library(str(path))
 
 
-def nequip_exchange_module():
-    """nequip's ghost-exchange hook, calling the mlff operator (a class, built on demand so
-    that this module imports without nequip)."""
+def _nequip_hook_class():
+    """nequip's ghost-exchange hook calling the mlff operator (built on demand, so that this
+    module imports without nequip)."""
+    from nequip.data import AtomicDataDict
     from nequip.nn._ghost_exchange_base import GhostExchangeModule
 
     class NequIPGhostExchange(GhostExchangeModule):
         def forward(self, data: dict[str, torch.Tensor], ghost_included: bool) -> dict[str, torch.Tensor]:
-            data[self.field] = torch.ops.mlff.ghost_exchange(data[self.field])
+            features = data[self.field]
+            ghost_rows = data[AtomicDataDict.ATOM_TYPE_KEY].size(0) - features.size(0)
+            if ghost_rows > 0:  # local rows only: ghost rows are placeholders the exchange fills
+                features = torch.cat([features, features.new_zeros([ghost_rows] + list(features.shape[1:]))])
+            data[self.field] = torch.ops.mlff.ghost_exchange(features)
             return data
 
     return NequIPGhostExchange
 
 
-def enable_nequip_exchange(model) -> int:
-    """Replace the no-op ghost-exchange hooks of a nequip model (in place) by the mlff
-    operator; returns how many were replaced (one per interaction block; the first block
-    never calls its hook, since its input, the type embedding, is right on ghosts too)."""
-    from nequip.nn._ghost_exchange_base import NoOpGhostExchangeModule
+def _local_rows_block_class(block_class: type) -> type:
+    """``block_class`` (nequip's InteractionBlock, or its copy inside a packaged model) computing
+    local rows only after the first layer.
 
+    nequip's blocks already know the LAMMPS ML-IAP variant of this scheme: when the data holds
+    ``lmp_mliap_data``, they compute only the rows of local atoms after the first layer and let
+    the hook bring ghost rows back. Here that entry is a tensor with one row per local atom,
+    whose length is the number of local atoms, so the same code path works in TorchScript and
+    traces with a dynamic number of local atoms."""
+    def _get_mliap_num_local(self, data: dict[str, torch.Tensor]) -> int:
+        return data["lmp_mliap_data"].size(0)  # nequip's AtomicDataDict.LMP_MLIAP_DATA_KEY (TorchScript takes no closures)
+
+    return type(f"LocalRows{block_class.__name__}", (block_class,), {"_get_mliap_num_local": _get_mliap_num_local})
+
+
+class ExchangeUnavailableError(RuntimeError):
+    """The model has no per-layer hooks the exchange layout can use."""
+
+
+def enable_nequip_exchange(model, num_layers: int) -> None:
+    """Make a nequip model exchange node features between its layers (in place): its no-op
+    ghost-exchange hooks call the mlff operator, and its interaction blocks compute local rows
+    only when the input holds the local-rows entry. The first block never exchanges: its
+    input, the type embedding, is right on ghosts too. Classes are matched by name, since a
+    packaged model (``.nequip.zip``) carries its own copies of nequip's modules."""
     load_operators()
-    module_class = nequip_exchange_module()
-    hooks = [(name, m) for name, m in model.named_modules() if isinstance(m, NoOpGhostExchangeModule)]
+    hooks = [(name, m) for name, m in model.named_modules() if type(m).__name__ == "NoOpGhostExchangeModule"]
+    blocks = [m for m in model.modules() if type(m).__name__ == "InteractionBlock"]
+    if len(blocks) != num_layers or len(hooks) != num_layers:
+        raise ExchangeUnavailableError(f"the model has {len(blocks)} interaction blocks and {len(hooks)} ghost-exchange "
+                                       f"hooks for {num_layers} layers (a nequip version without per-layer hooks?)")
+    hook_class = _nequip_hook_class()
     for name, hook in hooks:
         parent_name, _, attribute = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, attribute, module_class(field=hook.field, irreps_in=hook.irreps_in))
-    return len(hooks)
+        setattr(parent, attribute, hook_class(field=hook.field, irreps_in=hook.irreps_in))
+    block_classes = {}
+    for block in blocks:
+        cls = type(block)
+        block.__class__ = block_classes.setdefault(cls, _local_rows_block_class(cls))
+
+
+def local_rows_key() -> str:
+    """The input entry (nequip's ``lmp_mliap_data``) whose length tells the blocks how many
+    nodes are local atoms."""
+    from nequip.data import AtomicDataDict
+
+    return AtomicDataDict.LMP_MLIAP_DATA_KEY
+
+
+class NequIPExchangeEnergies(torch.nn.Module):
+    """torchscript-exchange forward: energies of the ``nlocal`` local atoms (the contract's
+    forward; edges into local atoms only, edge vectors pos[j] - pos[i])."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.local_rows = local_rows_key()
+
+    def forward(self, pos: torch.Tensor, edge_index: torch.Tensor, atom_types: torch.Tensor, nlocal: int):
+        data = {"pos": pos, "edge_index": edge_index, "atom_types": atom_types,
+                self.local_rows: atom_types.narrow(0, 0, nlocal)}
+        return self.model(data)["atomic_energy"].reshape(-1)
+
+
+class NequIPExchangeForces(torch.nn.Module):
+    """aoti-exchange model on flat tensors: ``local_weight`` holds a 1 per local atom (its
+    length is the number of local atoms). Returns the local atoms' energies and the forces
+    -d(sum of local energies)/dpos on every node."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.local_rows = local_rows_key()
+
+    def forward(self, pos, edge_index, atom_types, local_weight):
+        with torch.enable_grad():
+            pos.requires_grad_(True)
+            data = {"pos": pos, "edge_index": edge_index, "atom_types": atom_types, self.local_rows: local_weight}
+            atomic_energy = self.model(data)["atomic_energy"].reshape(-1)
+            local_energy = (atomic_energy * local_weight).sum()
+            (grad,) = torch.autograd.grad([local_energy], [pos])
+        return atomic_energy.reshape(-1, 1), -grad
+
+
+def export_exchange_forces(wrapper: NequIPExchangeForces, inputs: list[torch.Tensor]):
+    """``torch.export`` program of ``wrapper`` with the backward pass traced in (nequip's
+    make_fx route) and dynamic numbers of nodes, edges and local atoms."""
+    from nequip.utils.fx import _nequip_make_fx
+
+    fx_model = _nequip_make_fx(wrapper, inputs)
+    nodes = torch.export.Dim("num_nodes", min=2, max=torch.inf)
+    edges = torch.export.Dim("num_edges", min=2, max=torch.inf)
+    local = torch.export.Dim("num_local", min=1, max=torch.inf)
+    static = torch.export.Dim.STATIC
+    shapes = ({0: nodes, 1: static}, {0: static, 1: edges}, {0: nodes}, {0: local})
+    return torch.export.export(fx_model, tuple(inputs), dynamic_shapes=shapes)

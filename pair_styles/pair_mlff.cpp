@@ -59,6 +59,7 @@ static constexpr char LOCAL_INPUTS[] = "pos edge_index atom_types cell edge_cell
 static constexpr char LOCAL_OUTPUTS[] = "atomic_energy forces virial";
 static constexpr char GHOST_INPUTS[] = "pos edge_index atom_types mlff_local_mask";
 static constexpr char GHOST_OUTPUTS[] = "atomic_energy forces";
+static constexpr char EXCHANGE_INPUTS[] = "pos edge_index atom_types mlff_local_weight";
 // values per atom in one comm pass of the exchange layout; wider feature rows take several
 static constexpr int EXCHANGE_COLUMNS = 128;
 
@@ -78,8 +79,8 @@ struct MLFFModel {
   std::vector<int64_t> types;
   std::vector<int> hops;                    // ghost layout: hops from the nearest local atom
   std::vector<double> cell_shifts;          // local layout: integer cell shift of each edge
-  torch::Tensor local_mask;                 // aoti ghost layout: 1 for local atoms, 0 for ghosts
-  int mask_nlocal = -1;
+  torch::Tensor local_mask;                 // aoti ghost layout: 1 for local atoms, 0 for ghosts;
+  int mask_nlocal = -1;                     // aoti exchange layout: a 1 per local atom
 };
 }    // namespace LAMMPS_NS
 
@@ -152,7 +153,8 @@ static std::string foreign_blas()
 
 PairMLFF::PairMLFF(LAMMPS *lmp) :
     Pair(lmp), model(new MLFFModel), device_name("cpu"), nthreads(1), r_max(0.0), num_layers(1),
-    exchange_rows(nullptr), exchange_width(0), exchange_first_column(0), exchange_columns(0)
+    exchange_rows(nullptr), exchange_width(0), exchange_first_column(0), exchange_columns(0),
+    exchange_model_calls(0), exchange_values(0), exchange_seconds(0.0)
 {
   single_enable = 0;
   restartinfo = 0;
@@ -197,6 +199,7 @@ void PairMLFF::compute_ghost()
   const bool exchange = model->graph == MLFFModel::EXCHANGE;
   const int64_t nedges = build_ghost_edges(exchange ? 1 : num_layers);
   std::unique_ptr<PairExchanger> exchanger(exchange ? new PairExchanger(this) : nullptr);
+  if (exchange) exchange_model_calls++;
   fill_types(nall);
 
   const auto device = model->device;
@@ -211,8 +214,9 @@ void PairMLFF::compute_ghost()
   try {
     if (model->format == MLFFModel::AOTI) {
       // rebuilt only when the atom counts change (after a neighbour-list rebuild at most)
-      if (!model->local_mask.defined() || model->local_mask.size(0) != nall || model->mask_nlocal != nlocal) {
-        model->local_mask = torch::zeros({nall}, torch::TensorOptions().dtype(model->dtype).device(device));
+      const int mask_rows = exchange ? nlocal : nall;
+      if (!model->local_mask.defined() || model->local_mask.size(0) != mask_rows || model->mask_nlocal != nlocal) {
+        model->local_mask = torch::zeros({mask_rows}, torch::TensorOptions().dtype(model->dtype).device(device));
         model->local_mask.narrow(0, 0, nlocal).fill_(1.0);
         model->mask_nlocal = nlocal;
       }
@@ -227,10 +231,11 @@ void PairMLFF::compute_ghost()
     error->one(FLERR, "Pair style mlff: model {} failed on step {}: {}", model->filename,
                update->ntimestep, first_line(e.what()));
   }
+  // exchange-layout models may leave out the energies of ghost atoms
   atom_energy = atom_energy.reshape({-1});
-  if (atom_energy.size(0) != nall)
+  if (atom_energy.size(0) != nall && !(exchange && atom_energy.size(0) == nlocal))
     error->one(FLERR, "Pair style mlff: model {} returned {} atom energies for {} atoms",
-               model->filename, atom_energy.size(0), nall);
+               model->filename, atom_energy.size(0), exchange ? nlocal : nall);
 
   torch::Tensor energy_local = atom_energy.narrow(0, 0, nlocal).sum();
   if (model->format == MLFFModel::TORCHSCRIPT) {
@@ -470,6 +475,7 @@ void PairMLFF::exchange_features(double *rows, int64_t nrows, int64_t width, boo
   if (nrows != nall)
     throw std::runtime_error(fmt::format("ghost exchange of {} node rows, but this rank has {} "
                                          "local and ghost atoms", nrows, nall));
+  const double start = platform::walltime();
   exchange_rows = rows;
   exchange_width = width;
   for (int64_t first = 0; first < width; first += EXCHANGE_COLUMNS) {
@@ -483,6 +489,30 @@ void PairMLFF::exchange_features(double *rows, int64_t nrows, int64_t width, boo
   // a ghost row's gradient now counts at its owner; the ghost row itself is no input
   if (reverse) std::fill(rows + nlocal * width, rows + nall * width, 0.0);
   exchange_rows = nullptr;
+  exchange_seconds += platform::walltime() - start;
+}
+
+/* ----------------------------------------------------------------------
+   exchange layout: a line on the cost of the exchange at the end of each run
+------------------------------------------------------------------------- */
+
+void PairMLFF::setup()
+{
+  exchange_model_calls = exchange_values = 0;
+  exchange_seconds = 0.0;
+}
+
+void PairMLFF::finish()
+{
+  if (model->graph != MLFFModel::EXCHANGE || exchange_model_calls == 0) return;
+  double seconds_max = 0.0, values_sum = 0.0, values = (double) exchange_values;
+  MPI_Reduce(&exchange_seconds, &seconds_max, 1, MPI_DOUBLE, MPI_MAX, 0, world);
+  MPI_Reduce(&values, &values_sum, 1, MPI_DOUBLE, MPI_SUM, 0, world);
+  if (comm->me == 0)
+    utils::logmesg(lmp, "mlff exchange: {} model calls, {:.4g} s in ghost exchange (slowest rank), "
+                   "{:.4g} kB of feature rows per call (all ranks, forward + reverse, including periodic "
+                   "images a rank sends itself)\n", exchange_model_calls, seconds_max,
+                   8.0e-3 * values_sum / (double) exchange_model_calls);
 }
 
 int PairMLFF::pack_forward_comm(int n, int *list, double *buf, int /*pbc_flag*/, int * /*pbc*/)
@@ -492,6 +522,7 @@ int PairMLFF::pack_forward_comm(int n, int *list, double *buf, int /*pbc_flag*/,
     const double *row = exchange_rows + list[k] * exchange_width + exchange_first_column;
     for (int c = 0; c < exchange_columns; c++) buf[m++] = row[c];
   }
+  exchange_values += m;
   return m;
 }
 
@@ -511,6 +542,7 @@ int PairMLFF::pack_reverse_comm(int n, int first, double *buf)
     const double *row = exchange_rows + i * exchange_width + exchange_first_column;
     for (int c = 0; c < exchange_columns; c++) buf[m++] = row[c];
   }
+  exchange_values += m;
   return m;
 }
 
@@ -705,11 +737,12 @@ void PairMLFF::load_aoti(const std::string &filename)
   const std::string inputs = value("nequip_aoti_inputs"), outputs = value("nequip_aoti_outputs");
   const bool local_io = inputs == LOCAL_INPUTS && outputs == LOCAL_OUTPUTS;
   const bool ghost_io = inputs == GHOST_INPUTS && outputs == GHOST_OUTPUTS;
+  const bool exchange_io = inputs == EXCHANGE_INPUTS && outputs == GHOST_OUTPUTS;
   if (graph == "local" && local_io)
     model->graph = MLFFModel::LOCAL;
   else if (graph == "ghost" && ghost_io)
     model->graph = MLFFModel::GHOST;
-  else if (graph == "exchange" && ghost_io)
+  else if (graph == "exchange" && exchange_io)
     model->graph = MLFFModel::EXCHANGE;
   else
     error->all(FLERR, "Pair style mlff: model file {} has inputs '{}' and outputs '{}', which "

@@ -43,6 +43,8 @@ class PairMLFF : public Pair {
   void init_style() override;
   double init_one(int, int) override;
   double memory_usage() override;
+  void setup() override;
+  void finish() override;
 
   int pack_forward_comm(int, int *, double *, int, int *) override;
   void unpack_forward_comm(int, int, double *) override;
@@ -72,6 +74,9 @@ class PairMLFF : public Pair {
   double *exchange_rows;
   int64_t exchange_width;
   int exchange_first_column, exchange_columns;
+  // per run: model calls, time in exchange_features and values packed (reported by finish)
+  bigint exchange_model_calls, exchange_values;
+  double exchange_seconds;
 
   void compute_ghost();
   void compute_local();
