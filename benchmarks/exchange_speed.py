@@ -27,6 +27,7 @@ import re
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from deploy_speed import ELEMENTS, alloy
 
@@ -81,28 +82,29 @@ def projection(natoms: int, local: dict, exch1: dict, exch2: dict, ranks=(8, 16,
     """Projected steps/s of the exchange path on ``ranks`` ranks for ``natoms`` atoms.
 
     Time per step on a rank = c_atom * local atoms + c_ghost * ghost atoms + c_row * exchanged
-    rows + c_other, with c_atom from the single-rank fast path (seconds per step / atoms),
-    c_ghost from the one-rank exchange run (its model time beyond the fast path's, per ghost
-    atom), c_row from the two-rank run's measured exchange time per exchanged row, and c_other
-    (neighbour lists, position/force communication, integration) per atom from the two-rank
-    run. Ghost counts are those of cubic subdomains. Assumes shared-memory communication as
-    measured here (no network latency) and one core per rank.
+    rows + c_other * local atoms. c_atom and c_ghost solve the model time (Pair minus the
+    exchange) of the one- and two-rank exchange runs (two equations, two unknowns); c_row is
+    the two-rank run's exchange time per ghost row; c_other (neighbour lists, position/force
+    communication, integration) per local atom from the two-rank run. Ghost counts are those
+    of cubic subdomains. Assumes shared-memory communication as measured here (no network
+    latency, which adds per message), one core per rank, and the same per-atom model cost at
+    every domain size. The speed-up is over the single-rank fast path (``local``).
     """
-    c_atom = 1 / local["steps_per_s"] / natoms
-    model_1 = exch1["sections"]["Pair"] - exch1["exchange_s"]
     steps_1 = exch1["steps_per_s"] * exch1["seconds"]
-    c_ghost = max(0.0, (model_1 / steps_1 - c_atom * natoms) / exch1["nghost"])
     steps_2 = exch2["steps_per_s"] * exch2["seconds"]
-    rows_2 = exch2["nghost"]  # rows each rank receives per layer boundary, and sends back
-    c_row = exch2["exchange_s"] / steps_2 / rows_2
-    other = sum(v for k, v in exch2["sections"].items() if k != "Pair") / steps_2
-    c_other = other / (natoms / 2)
+    model_1 = (exch1["sections"]["Pair"] - exch1["exchange_s"]) / steps_1
+    model_2 = (exch2["sections"]["Pair"] - exch2["exchange_s"]) / steps_2
+    c_atom, c_ghost = np.linalg.solve([[natoms, exch1["nghost"]], [natoms / 2, exch2["nghost"]]], [model_1, model_2])
+    c_ghost = max(c_ghost, 0.0)
+    c_row = exch2["exchange_s"] / steps_2 / exch2["nghost"]
+    c_other = sum(v for k, v in exch2["sections"].items() if k != "Pair") / steps_2 / (natoms / 2)
+    local_step = 1 / local["steps_per_s"]
     rows = []
     for p in ranks:
         n = natoms / p
         g = ghosts_per_rank(n)
         t = c_atom * n + c_ghost * g + c_row * g + c_other * n
-        rows.append((p, n, g, 1 / t, 1 / t * c_atom * natoms))
+        rows.append((p, n, g, 1 / t, local_step / t))
     return rows
 
 

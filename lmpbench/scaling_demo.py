@@ -1,9 +1,10 @@
 """The deploy and multi-rank demo (`make demo-scaling`): train, deploy, run in LAMMPS, analyse.
 
 A tiny NequIP model trained here on EMT data (CuAu, about 15 s), deployed with ``lmpbench
-deploy`` to the fast single-rank path and to the exact multi-rank path (each deploy checks
-itself against nequip's ASE calculator), NVE in LAMMPS through pair style mlff (fast path on
-one rank, exact path on one and on two ranks), and a first analysis: energy conservation,
+deploy`` to the fast single-rank path, to the multi-rank path with per-layer ghost exchange
+and to the older ghost-shell path (each deploy checks itself against nequip's ASE
+calculator), NVE in LAMMPS through pair style mlff (fast path on one rank, exchange path on
+one and two ranks, ghost-shell path on two), and a first analysis: energy conservation,
 agreement of the paths, speed, and the first run's dump analysed as any trajectory file
 (RDFs, MSD, plots). The benchmark itself is `make demo` (``lmpbench.demo``).
 """
@@ -22,7 +23,7 @@ from lmpbench.models.toy_nequip import train_toy_nequip
 from lmpbench.structures import lammps_oriented, write_lammps_data
 
 ELEMENTS = ["Cu", "Au"]
-RUNS = (("aoti-local", 1), ("aoti-ghost", 1), ("aoti-ghost", 2))  # (target, MPI ranks)
+RUNS = (("aoti-local", 1), ("aoti-exchange", 1), ("aoti-exchange", 2), ("aoti-ghost", 2))  # (target, MPI ranks)
 
 
 def alloy(cells: int = 5, seed: int = 4928):
