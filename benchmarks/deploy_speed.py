@@ -57,6 +57,21 @@ def alloy(cells, elements=ELEMENTS, a: float = 3.8):
     return lammps_oriented(atoms)
 
 
+def toy_models(work: Path, targets) -> tuple[Path, dict[str, Path]]:
+    """The toy NequIP checkpoint in ``work`` (trained when missing) and its deployments to
+    ``targets`` (made when missing); exchange_speed uses it too."""
+    ckpt = work / "train" / "last.ckpt"
+    if not ckpt.is_file():
+        ckpt = train_toy_nequip(work, elements=ELEMENTS)
+    models = {}
+    for name in targets:
+        path = work / f"toy_{name}{TARGETS[name].suffix}"
+        if not path.is_file():
+            deploy(ckpt, path, target=name, echo=lambda *a: None)
+        models[name] = path
+    return ckpt, models
+
+
 def timed_rate(call, seconds: float, warmup: int = 3) -> float:
     for _ in range(warmup):
         call()
@@ -112,15 +127,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         work = (args.workdir or Path(tmp)).resolve()
         work.mkdir(parents=True, exist_ok=True)
-        ckpt = work / "train" / "last.ckpt"
-        if not ckpt.is_file():
-            ckpt = train_toy_nequip(work, elements=ELEMENTS)
-        models = {}
-        for name in ("aoti-local", "aoti-ghost", "torchscript-ghost"):
-            path = work / f"toy_{name}{TARGETS[name].suffix}"
-            if not path.is_file():
-                deploy(ckpt, path, target=name, echo=lambda *a: None)
-            models[name] = path
+        ckpt, models = toy_models(work, ("aoti-local", "aoti-ghost", "torchscript-ghost"))
         deck = work / "bench.in"
         deck.write_text(DECK)
 

@@ -29,11 +29,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from deploy_speed import ELEMENTS, alloy
+from deploy_speed import ELEMENTS, alloy, toy_models
 
 from lmpbench import decks
-from lmpbench.deploy import TARGETS, deploy
-from lmpbench.models.toy_nequip import train_toy_nequip
 from lmpbench.structures import write_lammps_data
 
 R_MAX, SKIN = 4.0, 1.0  # the toy model's cutoff; LAMMPS's metal-units default skin (Å)
@@ -119,15 +117,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         work = (args.workdir or Path(tmp)).resolve()
         work.mkdir(parents=True, exist_ok=True)
-        ckpt = work / "train" / "last.ckpt"
-        if not ckpt.is_file():
-            ckpt = train_toy_nequip(work, elements=ELEMENTS)
-        models = {}
-        for name in ("aoti-local", "aoti-exchange", "aoti-ghost"):
-            path = work / f"toy_{name}{TARGETS[name].suffix}"
-            if not path.is_file():
-                deploy(ckpt, path, target=name, echo=lambda *a: None)
-            models[name] = path
+        _, models = toy_models(work, ("aoti-local", "aoti-exchange", "aoti-ghost"))
         deck = work / "bench.in"
         deck.write_text(DECK)
 
