@@ -2,8 +2,8 @@
 
 The exchange layout gives each rank ghosts within one r_max only and rebuilds deeper
 neighbourhoods by exchanging node features between layers; it must equal nequip's own ASE
-calculator and the single-rank fast path (aoti-local) on 1, 2 and 4 ranks, for 2- and
-3-layer models, on orthorhombic and triclinic cells, including cells so small that a rank's
+calculator and an independent single-rank path (aoti-local; torchscript-ghost for 3 layers)
+on 1, 2 and 4 ranks, for 2- and 3-layer models, on orthorhombic and triclinic cells, including cells so small that a rank's
 ghosts are periodic images of its own atoms and are relayed through several comm hops.
 """
 
@@ -19,7 +19,6 @@ from lmpbench.deploy import check, choose_target, default_dtype, deploy, load_so
 from lmpbench.structures import write_lammps_data
 
 RTOL = 1e-10  # the issue's bar: float64, relative to the largest magnitude
-EXCHANGE_TARGETS = ("aoti-exchange", "torchscript-exchange")
 
 
 def quiet(*_):
@@ -33,15 +32,25 @@ def nequip3_ckpt(tmp_path_factory):
     return train_toy_nequip(tmp_path_factory.mktemp("nequip3"), elements=NEQUIP_ELEMENTS, num_layers=3)
 
 
+REFERENCE = {2: "aoti-local", 3: "torchscript-ghost"}  # independent single-rank paths (a 3-layer AOTI build costs a minute)
+SLOW_3_LAYER_AOTI = pytest.param(3, marks=pytest.mark.slow)  # its AOTInductor build: `make test-slow`
+
+
 @pytest.fixture(scope="session")
 def exchange_models(nequip_ckpt, nequip3_ckpt, deployed, tmp_path_factory):
-    """(layers, target) -> (deployed file, checkpoint); the 2-layer ones come from ``deployed``."""
+    """(layers, target) -> (deployed file, checkpoint), deployed on first use; the 2-layer
+    files come from the session's ``deployed``."""
     out = tmp_path_factory.mktemp("exchange")
-    models = {(2, t): (deployed[t], nequip_ckpt) for t in (*EXCHANGE_TARGETS, "aoti-local")}
-    for target, suffix in (("aoti-exchange", ".pt2"), ("torchscript-exchange", ".pt"), ("aoti-local", ".pt2")):
-        models[3, target] = (deploy(nequip3_ckpt, out / f"toy3_{target}{suffix}", target=target, echo=quiet).path,
-                             nequip3_ckpt)
-    return models
+    models = {(2, t): (path, nequip_ckpt) for t, path in deployed.items()}
+
+    class Models(dict):
+        def __missing__(self, key):
+            layers, target = key
+            suffix = ".pt2" if target.startswith("aoti") else ".pt"
+            self[key] = (deploy(nequip3_ckpt, out / f"toy3_{target}{suffix}", target=target, echo=quiet).path, nequip3_ckpt)
+            return self[key]
+
+    return Models(models)
 
 
 def _deck(tmp_path, model_file, cells: int, triclinic: bool, steps: int = 20) -> str:
@@ -68,8 +77,9 @@ def _assert_matches_calculator(ckpt, state):
 
 
 @pytest.mark.parametrize("triclinic", [False, True], ids=["orthorhombic", "triclinic"])
-@pytest.mark.parametrize("target", EXCHANGE_TARGETS)
-@pytest.mark.parametrize("layers", [2, 3])
+@pytest.mark.parametrize("layers, target", [(2, "aoti-exchange"), (2, "torchscript-exchange"),
+                                            pytest.param(3, "aoti-exchange", marks=pytest.mark.slow),
+                                            (3, "torchscript-exchange")])
 def test_matches_nequip_calculator_on_one_rank(exchange_models, layers, target, triclinic):
     """One rank: every ghost is a periodic image of the rank's own atoms, every feature row
     reaches it through LAMMPS's self-swaps."""
@@ -81,12 +91,12 @@ def test_matches_nequip_calculator_on_one_rank(exchange_models, layers, target, 
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("triclinic", [False, True], ids=["orthorhombic", "triclinic"])
-@pytest.mark.parametrize("layers", [2, 3])
+@pytest.mark.parametrize("layers", [2, SLOW_3_LAYER_AOTI])
 def test_aoti_exchange_identical_on_1_2_4_ranks(exchange_models, layers, triclinic, tmp_path):
-    """Energy, forces, per-atom energies and the pressure tensor after 20 NVE steps equal the
-    single-rank fast path's on every rank count, and nequip's calculator at the end."""
+    """Energy, forces, per-atom energies and the pressure tensor after 20 NVE steps equal an
+    independent single-rank path's on every rank count, and nequip's calculator at the end."""
     model_file, ckpt = exchange_models[layers, "aoti-exchange"]
-    reference = run_mpi(_deck(tmp_path, exchange_models[layers, "aoti-local"][0], 4, triclinic), 1, tmp_path)
+    reference = run_mpi(_deck(tmp_path, exchange_models[layers, REFERENCE[layers]][0], 4, triclinic), 1, tmp_path)
     for nprocs in (1, 2, 4):
         result = run_mpi(_deck(tmp_path, model_file, 4, triclinic), nprocs, tmp_path)
         assert_states_close(result, reference, rtol=RTOL)
@@ -94,22 +104,25 @@ def test_aoti_exchange_identical_on_1_2_4_ranks(exchange_models, layers, triclin
 
 
 @pytest.mark.mpi
+@pytest.mark.parametrize("triclinic", [False, True], ids=["orthorhombic", "triclinic"])
 @pytest.mark.parametrize("layers", [2, 3])
-def test_torchscript_exchange_identical_on_1_2_4_ranks(exchange_models, layers, tmp_path):
-    model_file, _ = exchange_models[layers, "torchscript-exchange"]
-    reference = run_mpi(_deck(tmp_path, exchange_models[layers, "aoti-local"][0], 4, True), 1, tmp_path)
+def test_torchscript_exchange_identical_on_1_2_4_ranks(exchange_models, layers, triclinic, tmp_path):
+    model_file, ckpt = exchange_models[layers, "torchscript-exchange"]
+    reference = run_mpi(_deck(tmp_path, exchange_models[layers, REFERENCE[layers]][0], 4, triclinic), 1, tmp_path)
     for nprocs in (2, 4):
-        assert_states_close(run_mpi(_deck(tmp_path, model_file, 4, True), nprocs, tmp_path), reference, rtol=RTOL)
+        result = run_mpi(_deck(tmp_path, model_file, 4, triclinic), nprocs, tmp_path)
+        assert_states_close(result, reference, rtol=RTOL)
+    _assert_matches_calculator(ckpt, result)
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("layers", [2, 3])
-def test_tiny_cell_ghosts_are_own_images_over_several_hops(exchange_models, layers, tmp_path):
+@pytest.mark.parametrize("layers, target", [(2, "aoti-exchange"), (3, "torchscript-exchange")])
+def test_tiny_cell_ghosts_are_own_images_over_several_hops(exchange_models, layers, target, tmp_path):
     """108 atoms (11.4 Å) on 4 ranks: subdomains of 5.7 Å are thinner than the ghost cutoff
     (r_max + skin = 6 Å), so LAMMPS relays ghosts through a second swap and a rank's ghosts
     include images of its own atoms; the relayed feature rows and their gradients must be exact."""
-    model_file, ckpt = exchange_models[layers, "aoti-exchange"]
-    reference = run_mpi(_deck(tmp_path, exchange_models[layers, "aoti-local"][0], 3, True), 1, tmp_path)
+    model_file, ckpt = exchange_models[layers, target]
+    reference = run_mpi(_deck(tmp_path, exchange_models[layers, REFERENCE[layers]][0], 3, True), 1, tmp_path)
     result = run_mpi(_deck(tmp_path, model_file, 3, True), 4, tmp_path)
     assert_states_close(result, reference, rtol=RTOL)
     _assert_matches_calculator(ckpt, result)
