@@ -418,10 +418,7 @@ def _export_aoti_local(source: SourceModel, out: Path, device: str, provenance: 
                          output_path=str(out), inductor_configs={"aot_inductor.metadata": metadata})
 
 
-def _export_aoti_nodes(source: SourceModel, out: Path, device: str, provenance: dict, graph: str) -> None:
-    """aoti-ghost (``graph`` "ghost") or aoti-exchange ("exchange"): local and ghost nodes, forces inside."""
-    if graph == "exchange":
-        return _export_aoti_exchange_model(source, out, device, provenance)
+def _export_aoti_ghost(source: SourceModel, out: Path, device: str, provenance: dict) -> None:
     from nequip.data._key_registry import register_fields
     from nequip.model.saved_models.load_utils import load_saved_model
     from nequip.utils.aot import aot_export_model
@@ -439,7 +436,7 @@ def _export_aoti_nodes(source: SourceModel, out: Path, device: str, provenance: 
         mask[: nodes.nlocal] = 1.0
         data = {"pos": torch.tensor(nodes.positions, dtype=dtype), "edge_index": torch.from_numpy(nodes.edge_index),
                 "atom_types": torch.from_numpy(nodes.atom_types), LOCAL_MASK_FIELD: mask}
-        metadata = _aoti_metadata(source, TARGETS[f"aoti-{graph}"], loaded, inputs, outputs, provenance)
+        metadata = _aoti_metadata(source, TARGETS["aoti-ghost"], loaded, inputs, outputs, provenance)
         # AOTInductor compiles for the strides it is traced with: trace with the contiguous
         # tensors the pair style passes
         aot_export_model(model=wrapper, device=device, input_fields=inputs, output_fields=outputs,
@@ -456,7 +453,7 @@ def _example_graph(source: SourceModel, example: dict, depth: int):
     return ghost_graph(atoms, source.metadata.type_names, source.metadata.r_max, depth)
 
 
-def _export_aoti_exchange_model(source: SourceModel, out: Path, device: str, provenance: dict) -> None:
+def _export_aoti_exchange(source: SourceModel, out: Path, device: str, provenance: dict) -> None:
     """aoti-exchange: ghosts within one r_max, edges into local atoms, traced with a dynamic
     number of local atoms (the length of the ``mlff_local_weight`` input)."""
     from nequip.model.saved_models.load_utils import load_saved_model
@@ -483,14 +480,6 @@ def _export_aoti_exchange_model(source: SourceModel, out: Path, device: str, pro
         metadata = _aoti_metadata(source, TARGETS["aoti-exchange"], loaded, inputs, outputs, provenance)
         torch._inductor.aoti_compile_and_package(program, package_path=str(out),
                                                  inductor_configs={"aot_inductor.metadata": metadata})
-
-
-def _export_aoti_ghost(source: SourceModel, out: Path, device: str, provenance: dict) -> None:
-    _export_aoti_nodes(source, out, device, provenance, "ghost")
-
-
-def _export_aoti_exchange(source: SourceModel, out: Path, device: str, provenance: dict) -> None:
-    _export_aoti_nodes(source, out, device, provenance, "exchange")
 
 
 def contract_aoti_metadata(metadata: ModelMetadata, target: str, inputs: list[str], outputs: list[str],

@@ -79,17 +79,25 @@ struct MLFFModel {
   std::vector<int64_t> types;
   std::vector<int> hops;                    // ghost layout: hops from the nearest local atom
   std::vector<double> cell_shifts;          // local layout: integer cell shift of each edge
-  torch::Tensor local_mask;                 // aoti ghost layout: 1 for local atoms, 0 for ghosts;
-  int mask_nlocal = -1;                     // aoti exchange layout: a 1 per local atom
+  // aoti ghost layout: 1 per node, 0 for ghosts; aoti exchange layout: a 1 per local atom
+  torch::Tensor local_mask;
+  int mask_nlocal = -1;
 };
 }    // namespace LAMMPS_NS
 
 namespace {
-// routes the model's exchange operators to one pair style for the duration of a model call
+// routes the model's exchange operators to one pair style (when given one) for the duration
+// of a model call
 class PairExchanger : public mlff::GhostExchanger {
  public:
-  explicit PairExchanger(PairMLFF *pair) : pair(pair) { mlff::set_ghost_exchanger(this); }
-  ~PairExchanger() override { mlff::set_ghost_exchanger(nullptr); }
+  explicit PairExchanger(PairMLFF *pair) : pair(pair)
+  {
+    if (pair) mlff::set_ghost_exchanger(this);
+  }
+  ~PairExchanger() override
+  {
+    if (pair) mlff::set_ghost_exchanger(nullptr);
+  }
   void forward(double *rows, int64_t nrows, int64_t width) override
   {
     pair->exchange_features(rows, nrows, width, false);
@@ -198,7 +206,7 @@ void PairMLFF::compute_ghost()
   const int nall = nlocal + atom->nghost;
   const bool exchange = model->graph == MLFFModel::EXCHANGE;
   const int64_t nedges = build_ghost_edges(exchange ? 1 : num_layers);
-  std::unique_ptr<PairExchanger> exchanger(exchange ? new PairExchanger(this) : nullptr);
+  PairExchanger exchanger(exchange ? this : nullptr);
   if (exchange) exchange_model_calls++;
   fill_types(nall);
 
