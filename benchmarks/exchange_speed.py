@@ -5,17 +5,20 @@ of about 2,000, 4,000 and 32,000 atoms, measured side by side in one run, one to
 per rank:
   local 1r     aoti-local on one rank (periodic cell shifts, no ghosts in the model): the
                single-rank fast path, the baseline of every ratio;
-  exch 1r/2r   aoti-exchange on one and two ranks (ghosts within r_max + skin, node features
+  exch 1r/2r   aoti-exchange on one and two ranks (ghosts within r_max in the model, node features
                exchanged between layers through LAMMPS's forward/reverse communication);
   ghost 2r     aoti-ghost on two ranks (ghost shell of num_layers x r_max): the old exact path.
-Then, for the 2-rank exchange runs, where the time goes (LAMMPS's own timing breakdown:
+Each configuration runs --repeats times, interleaved, and the median is reported (the ratios
+of single runs moved by 0.2 between runs on this machine). Then, for the 2-rank exchange
+runs, where the time goes (LAMMPS's own timing breakdown:
 Pair = model + exchange, the exchange measured inside the pair style; Neigh; Comm =
 positions and forces), how many feature bytes each model call exchanges on 1, 2, 4 and 8
 ranks (counted by the pair style; 4 and 8 ranks oversubscribe the cores, so only their
 byte counts are reported), and a projection of the strong scaling to 8-64 ranks from these
 measurements (see ``projection`` for the model and its assumptions).
 
-usage: python benchmarks/exchange_speed.py [--cells 8,8,8 10,10,10 20,20,20] [--seconds 4] [--workdir DIR]
+usage: python benchmarks/exchange_speed.py [--cells 8,8,8 10,10,10 20,20,20] [--seconds 4] [--repeats 3]
+                                          [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ thermo 0
 run 5
 run ${steps}
 """
-EXCHANGE_LINE = re.compile(r"mlff exchange: (\d+) model calls, (\S+) s in ghost exchange.*?, (\S+) kB of feature rows per call")
+EXCHANGE_LINE = re.compile(r"mlff exchange: (\d+) model calls, (\S+) s in ghost exchange.*?, (\S+) kB of feature rows "
+                           r"per call.*?, (\S+) ghost nodes per call in the model")
 SECTION = re.compile(r"^(Pair|Neigh|Comm|Modify|Other)\s*\|\s*(\S+)?\s*\|\s*(\S+)", re.M)
 NGHOST = re.compile(r"Nghost:\s+(\S+) ave")
 
@@ -66,25 +70,32 @@ def run(deck: Path, workdir: Path, data: Path, model: Path, steps: int, nprocs: 
     if exchange:
         result["exchange_s"] = float(exchange.group(2))
         result["kB_per_call"] = float(exchange.group(3))
+        result["model_ghosts"] = float(exchange.group(4)) / nprocs
     return result
 
 
-def ghosts_per_rank(atoms_per_rank: float) -> float:
+def median_run(results: list[dict]) -> dict:
+    """The run of median speed (its timings stay consistent with each other)."""
+    return sorted(results, key=lambda x: x["steps_per_s"])[len(results) // 2]
+
+
+def ghosts_per_rank(atoms_per_rank: float, shell: float) -> float:
     """Ghost atoms of a cubic subdomain holding ``atoms_per_rank`` atoms: the shell of
-    r_max + skin around it, at the alloy's density."""
+    thickness ``shell`` around it, at the alloy's density."""
     side = (atoms_per_rank / DENSITY) ** (1 / 3)
-    return DENSITY * ((side + 2 * (R_MAX + SKIN)) ** 3 - side**3)
+    return DENSITY * ((side + 2 * shell) ** 3 - side**3)
 
 
 def projection(natoms: int, local: dict, exch1: dict, exch2: dict, ranks=(8, 16, 32, 64)) -> list[tuple]:
     """Projected steps/s of the exchange path on ``ranks`` ranks for ``natoms`` atoms.
 
-    Time per step on a rank = c_atom * local atoms + c_ghost * ghost atoms + c_row * exchanged
-    rows + c_other * local atoms. c_atom and c_ghost solve the model time (Pair minus the
-    exchange) of the one- and two-rank exchange runs (two equations, two unknowns); c_row is
-    the two-rank run's exchange time per ghost row; c_other (neighbour lists, position/force
-    communication, integration) per local atom from the two-rank run. Ghost counts are those
-    of cubic subdomains. Assumes shared-memory communication as measured here (no network
+    Time per step on a rank = c_atom * local atoms + c_ghost * model ghosts + c_row * exchanged
+    rows + c_other * local atoms. Model ghosts are those within r_max (the pair style gives the
+    model no others); exchanged rows are LAMMPS's ghosts (r_max + skin). c_atom and c_ghost solve
+    the model time (Pair minus the exchange) of the one- and two-rank exchange runs (two
+    equations, two unknowns); c_row is the two-rank run's exchange time per ghost row; c_other
+    (neighbour lists, position/force communication, integration) per local atom from the
+    two-rank run. Ghost counts are those of cubic subdomains. Assumes shared-memory communication as measured here (no network
     latency, which adds per message), one core per rank, and the same per-atom model cost at
     every domain size. The speed-up is over the single-rank fast path (``local``).
     """
@@ -92,7 +103,8 @@ def projection(natoms: int, local: dict, exch1: dict, exch2: dict, ranks=(8, 16,
     steps_2 = exch2["steps_per_s"] * exch2["seconds"]
     model_1 = (exch1["sections"]["Pair"] - exch1["exchange_s"]) / steps_1
     model_2 = (exch2["sections"]["Pair"] - exch2["exchange_s"]) / steps_2
-    c_atom, c_ghost = np.linalg.solve([[natoms, exch1["nghost"]], [natoms / 2, exch2["nghost"]]], [model_1, model_2])
+    c_atom, c_ghost = np.linalg.solve([[natoms, exch1["model_ghosts"]], [natoms / 2, exch2["model_ghosts"]]],
+                                      [model_1, model_2])
     c_ghost = max(c_ghost, 0.0)
     c_row = exch2["exchange_s"] / steps_2 / exch2["nghost"]
     c_other = sum(v for k, v in exch2["sections"].items() if k != "Pair") / steps_2 / (natoms / 2)
@@ -100,8 +112,8 @@ def projection(natoms: int, local: dict, exch1: dict, exch2: dict, ranks=(8, 16,
     rows = []
     for p in ranks:
         n = natoms / p
-        g = ghosts_per_rank(n)
-        t = c_atom * n + c_ghost * g + c_row * g + c_other * n
+        g, rows_exchanged = ghosts_per_rank(n, R_MAX), ghosts_per_rank(n, R_MAX + SKIN)
+        t = c_atom * n + c_ghost * g + c_row * rows_exchanged + c_other * n
         rows.append((p, n, g, 1 / t, local_step / t))
     return rows
 
@@ -110,6 +122,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cells", nargs="+", default=["8,8,8", "10,10,10", "20,20,20"], help="fcc cells per side")
     parser.add_argument("--seconds", type=float, default=4.0, help="target time per measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each configuration (the median is reported)")
     parser.add_argument("--workdir", type=Path, help="keep the trained and deployed models here (reused when present)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -133,8 +146,13 @@ def main():
             data = write_lammps_data(work / f"alloy_{n}.data", atoms, ELEMENTS)
             probe = run(deck, work / f"probe_{n}", data, models["aoti-local"], 2, 1)
             steps = max(5, int(args.seconds * probe["steps_per_s"]))
-            r = {key: run(deck, work / f"run_{key[0]}_{n}_{key[1]}", data, models[key[0]], steps, key[1])
-                 for key in (("aoti-local", 1), ("aoti-exchange", 1), ("aoti-exchange", 2), ("aoti-ghost", 2))}
+            keys = (("aoti-local", 1), ("aoti-exchange", 1), ("aoti-exchange", 2), ("aoti-ghost", 2))
+            runs = {key: [] for key in keys}
+            for repeat in range(args.repeats):  # interleaved, so that a slow spell of the machine hits every key
+                for key in keys:
+                    runs[key].append(run(deck, work / f"run_{key[0]}_{n}_{key[1]}_{repeat}", data, models[key[0]],
+                                         steps, key[1]))
+            r = {key: median_run(results) for key, results in runs.items()}
             measured[n] = r
             local = r["aoti-local", 1]["steps_per_s"]
             print(f"{n:>6} {local:9.2f} {r['aoti-exchange', 1]['steps_per_s']:9.2f} "
@@ -144,7 +162,7 @@ def main():
 
         print("\nwhere the time of aoti-exchange on 2 ranks goes (% of the loop, rank average):")
         print(f"{'atoms':>6} {'model':>6} {'exchange':>8} {'neigh':>6} {'comm':>6} {'other':>6} "
-              f"{'ghosts/rank':>11} {'kB/call':>8}")
+              f"{'ghosts/rank':>11} {'in model':>8} {'kB/call':>8}")
         for n, r in measured.items():
             x = r["aoti-exchange", 2]
             s, total = x["sections"], x["seconds"]
@@ -152,7 +170,7 @@ def main():
             exch = 100 * x["exchange_s"] / total
             other = 100 - pct["Pair"] - pct["Neigh"] - pct["Comm"]
             print(f"{n:>6} {pct['Pair'] - exch:6.1f} {exch:8.1f} {pct['Neigh']:6.1f} {pct['Comm']:6.1f} {other:6.1f} "
-                  f"{x['nghost']:11.0f} {x['kB_per_call']:8.0f}")
+                  f"{x['nghost']:11.0f} {x['model_ghosts']:8.0f} {x['kB_per_call']:8.0f}")
 
         largest = max(measured)
         data = work / f"alloy_{largest}.data"
@@ -165,10 +183,10 @@ def main():
 
         r = measured[largest]
         print(f"\nprojected strong scaling, {largest} atoms (model in `projection`; steps/s and speed-up over local 1r):")
-        print(f"{'ranks':>5} {'atoms/rank':>10} {'ghosts/rank':>11} {'steps/s':>8} {'speed-up':>8}")
+        print(f"{'ranks':>5} {'atoms/rank':>10} {'model ghosts':>12} {'steps/s':>8} {'speed-up':>8}")
         for p, n, g, rate, speedup in projection(largest, r["aoti-local", 1], r["aoti-exchange", 1],
                                                  r["aoti-exchange", 2]):
-            print(f"{p:>5} {n:10.0f} {g:11.0f} {rate:8.2f} {speedup:8.1f}")
+            print(f"{p:>5} {n:10.0f} {g:12.0f} {rate:8.2f} {speedup:8.1f}")
 
 
 if __name__ == "__main__":

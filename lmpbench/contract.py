@@ -8,7 +8,9 @@ the version, the metadata keys and how they are written and read.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -62,9 +64,33 @@ class ModelMetadata:
         return json.dumps(asdict(self), sort_keys=True)
 
 
+# torch functions that torch_geometric (imported by sevenn and torchmd-net) replaces with Python
+# wrappers when its hash_tensor module loads; TorchScript cannot compile calls to the wrappers
+# ("Arguments for call are not valid"). name -> where torch_geometric keeps torch's own
+TORCH_GEOMETRIC_WRAPPED = {"index_select": "_old_index_select", "select": "_old_select"}
+
+
+@contextlib.contextmanager
+def torch_functions_unwrapped():
+    """Script inside this: torch's own functions where torch_geometric wrapped them, put back after."""
+    wrapper_module = sys.modules.get("torch_geometric.hash_tensor")
+    replaced = {}
+    for name, kept in TORCH_GEOMETRIC_WRAPPED.items():
+        original = getattr(wrapper_module, kept, None)
+        if original is not None and getattr(torch, name) is not original:
+            replaced[name] = getattr(torch, name)
+            setattr(torch, name, original)
+    try:
+        yield
+    finally:
+        for name, wrapper in replaced.items():
+            setattr(torch, name, wrapper)
+
+
 def save_model(module: torch.nn.Module, path: str | Path, metadata: ModelMetadata) -> Path:
     """Script ``module`` and write it with its metadata to ``path``; returns the path."""
-    scripted = module if isinstance(module, torch.jit.ScriptModule) else torch.jit.script(module)
+    with torch_functions_unwrapped():
+        scripted = module if isinstance(module, torch.jit.ScriptModule) else torch.jit.script(module)
     scripted = scripted.to(MODEL_DTYPES[metadata.model_dtype]).eval()
     path = Path(path)
     torch.jit.save(scripted, str(path), _extra_files={METADATA_FILE: metadata.to_json()})

@@ -40,10 +40,12 @@ import torch
 from ase import Atoms
 
 from lmpbench import __version__
-from lmpbench.contract import CONTRACT_VERSION, METADATA_FILE, ModelMetadata, save_model
+from lmpbench.contract import CONTRACT_VERSION, METADATA_FILE, ModelMetadata, save_model, torch_functions_unwrapped
 
 LOCAL_MASK_FIELD = "mlff_local_mask"  # node field of the aoti-ghost inputs (1 for local atoms)
 LOCAL_WEIGHT_FIELD = "mlff_local_weight"  # aoti-exchange input: a 1 per local atom (its length is their number)
+GHOST_OUTPUTS = ["atomic_energy", "forces"]  # aoti-ghost and aoti-exchange
+EXCHANGE_INPUTS = ["pos", "edge_index", "atom_types", LOCAL_WEIGHT_FIELD]
 
 
 class DeployError(ValueError):
@@ -350,13 +352,13 @@ def _export_torchscript(source: SourceModel, out: Path, device: str, provenance:
     from e3nn.util.jit import script
     from nequip.utils.compile import prepare_model_for_compile
 
-    with default_dtype(torch.float64):
+    with default_dtype(torch.float64), torch_functions_unwrapped():
         model = prepare_model_for_compile(_energy_only(source.load()), device)
         if graph == "exchange":
-            from lmpbench.exchange import NequIPExchangeEnergies
+            from lmpbench.exchange import ExchangeEnergies, NequIPExchangeNodes
 
             _enable_exchange(model, source)
-            scripted = script(NequIPExchangeEnergies(model))
+            scripted = script(ExchangeEnergies(NequIPExchangeNodes(model)))
         else:
             scripted = script(NequIPAtomEnergies(model))
     torch.jit.save(scripted, str(out), _extra_files={METADATA_FILE: metadata.to_json()})
@@ -423,14 +425,17 @@ def _export_aoti_ghost(source: SourceModel, out: Path, device: str, provenance: 
     from nequip.model.saved_models.load_utils import load_saved_model
     from nequip.utils.aot import aot_export_model
 
+    from lmpbench.graphs import ghost_graph
+
     register_fields(node_fields=[LOCAL_MASK_FIELD])
     inputs = ["pos", "edge_index", "atom_types", LOCAL_MASK_FIELD]
-    outputs = ["atomic_energy", "forces"]
+    outputs = GHOST_OUTPUTS
     with default_dtype(torch.float64):
         loaded, example = load_saved_model(str(source.path), return_data_dict=True)
         wrapper = NequIPGhostForces(_energy_only(loaded))
         # trace on a real ghost graph of the checkpoint's example frame
-        nodes = _example_graph(source, example, source.metadata.num_layers)
+        nodes = ghost_graph(_example_atoms(example), source.metadata.type_names, source.metadata.r_max,
+                            source.metadata.num_layers)
         dtype = torch.float64 if source.metadata.model_dtype == "float64" else torch.float32
         mask = torch.zeros(len(nodes.positions), dtype=dtype)
         mask[: nodes.nlocal] = 1.0
@@ -444,13 +449,10 @@ def _export_aoti_ghost(source: SourceModel, out: Path, device: str, provenance: 
                          output_path=str(out), inductor_configs={"aot_inductor.metadata": metadata})
 
 
-def _example_graph(source: SourceModel, example: dict, depth: int):
-    """Ghost graph (``lmpbench.graphs``) of a nequip checkpoint's example frame, to trace on."""
-    from lmpbench.graphs import ghost_graph
-
-    atoms = Atoms(numbers=example["atomic_numbers"].numpy(), positions=example["pos"].numpy(),
-                  cell=example["cell"].reshape(3, 3).numpy(), pbc=example["pbc"].reshape(3).numpy())
-    return ghost_graph(atoms, source.metadata.type_names, source.metadata.r_max, depth)
+def _example_atoms(example: dict) -> Atoms:
+    """A nequip checkpoint's example frame, to trace on."""
+    return Atoms(numbers=example["atomic_numbers"].numpy(), positions=example["pos"].numpy(),
+                 cell=example["cell"].reshape(3, 3).numpy(), pbc=example["pbc"].reshape(3).numpy())
 
 
 def _export_aoti_exchange(source: SourceModel, out: Path, device: str, provenance: dict) -> None:
@@ -459,27 +461,15 @@ def _export_aoti_exchange(source: SourceModel, out: Path, device: str, provenanc
     from nequip.model.saved_models.load_utils import load_saved_model
     from nequip.utils.compile import prepare_model_for_compile
 
-    from lmpbench.exchange import NequIPExchangeForces, export_exchange_forces
+    from lmpbench.exchange import ExchangeForces, NequIPExchangeNodes, compile_exchange, example_inputs
 
-    inputs = ["pos", "edge_index", "atom_types", LOCAL_WEIGHT_FIELD]
-    outputs = ["atomic_energy", "forces"]
     with default_dtype(torch.float64):
         loaded, example = load_saved_model(str(source.path), return_data_dict=True)
         model = _energy_only(loaded)
         _enable_exchange(model, source)
-        wrapper = prepare_model_for_compile(NequIPExchangeForces(model), device)
-        nodes = _example_graph(source, example, 1)
-        dtype = torch.float64 if source.metadata.model_dtype == "float64" else torch.float32
-        into_local = nodes.edge_index[:, nodes.edge_index[0] < nodes.nlocal]
-        # contiguous, as the pair style passes them (AOTInductor compiles for the traced strides)
-        example_inputs = [torch.tensor(nodes.positions, dtype=dtype).to(device).contiguous(),
-                          torch.from_numpy(np.ascontiguousarray(into_local)).to(device),
-                          torch.from_numpy(nodes.atom_types).to(device),
-                          torch.ones(nodes.nlocal, dtype=dtype, device=device)]
-        program = export_exchange_forces(wrapper, example_inputs)
-        metadata = _aoti_metadata(source, TARGETS["aoti-exchange"], loaded, inputs, outputs, provenance)
-        torch._inductor.aoti_compile_and_package(program, package_path=str(out),
-                                                 inductor_configs={"aot_inductor.metadata": metadata})
+        wrapper = prepare_model_for_compile(ExchangeForces(NequIPExchangeNodes(model)), device)
+        metadata = _aoti_metadata(source, TARGETS["aoti-exchange"], loaded, EXCHANGE_INPUTS, GHOST_OUTPUTS, provenance)
+        compile_exchange(wrapper, example_inputs(_example_atoms(example), source.metadata, device), out, metadata)
 
 
 def contract_aoti_metadata(metadata: ModelMetadata, target: str, inputs: list[str], outputs: list[str],
@@ -705,7 +695,8 @@ def choose_target(source: SourceModel, target: str, ranks: int) -> list[str]:
             if source.single_rank_reason:
                 raise DeployError(f"{source.spec or source.path} runs on one MPI rank only (--ranks {ranks} asked): "
                                   f"{source.single_rank_reason}")
-            raise DeployError(f"target {target} runs on one MPI rank only; use aoti-ghost or torchscript-ghost for {ranks}")
+            multi_rank = [t for t in source.targets if TARGETS[t].multi_rank]
+            raise DeployError(f"target {target} runs on one MPI rank only; use {' or '.join(multi_rank)} for {ranks}")
         return [target]
     usable = [t for t in source.targets if ranks == 1 or TARGETS[t].multi_rank]
     if not usable:
@@ -784,7 +775,7 @@ def deploy(model: str | Path, out: str | Path, target: str = "auto", ranks: int 
         shutil.rmtree(staging_dir, ignore_errors=True)
         return DeployResult(out, spec, source, report, fallback_reason)
     raise DeployError(f"no target could deploy {model} to {out}" + (f" ({fallback_reason})" if fallback_reason else "")
-                      + f"; tried {', '.join(candidates)} (a .pt output takes torchscript-ghost, .pt2 the AOTInductor ones)")
+                      + f"; tried {', '.join(candidates)} (a .pt output takes the TorchScript targets, .pt2 the AOTInductor ones)")
 
 
 def source_for_check(deployed: str | Path, source: str | Path | None = None) -> SourceModel:

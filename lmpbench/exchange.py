@@ -12,14 +12,19 @@ every node is a local atom (the periodic images then being cell shifts, not ghos
 The operators are compiled with the plugin, in ``libmlffexchange.so`` beside it; Python
 loads the same library to script or export a model (``load_operators``).
 
-Architectures join by placing :class:`GhostExchange` where their layers meet. nequip 0.19
-has the hook built in (every interaction block after the first calls its ``ghost_exchange``
-submodule, a no-op by default), so Allegro (strictly local, nothing to exchange) and NequIP
-models take the exchange layout; the SevenNet, CHGNet and torchmd-net adapters compute their
-layers inside one forward with no such hook.
+Architectures join with a ``nodes`` module (positions, edges, types, local rows -> per-node
+energies) whose layers call the operator where they meet, wrapped by :class:`ExchangeEnergies`
+(TorchScript) or :class:`ExchangeForces` (AOTInductor). nequip 0.19 has the hook built in
+(every interaction block after the first calls its ``ghost_exchange`` submodule, a no-op by
+default), so NequIP and Allegro (strictly local, nothing to exchange) models take the exchange
+layout; SevenNet's ``AtomGraphSequential`` is a list of layers into which
+:class:`NodeFeatureExchange` is inserted (``lmpbench.architectures.sevenn``). The CHGNet and
+torchmd-net adapters compute their layers inside one forward with no such hook.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 
@@ -39,6 +44,10 @@ def load_operators() -> None:
     torch.ops.load_library(str(path))
 
 
+# The classes below are made once per process and kept (lru_cache): TorchScript caches what
+# it compiled per class, and a class made anew for each model could be freed and another take
+# its place in such a cache (a scripting failure seen once in a test session may have been that).
+@functools.lru_cache(maxsize=None)
 def _nequip_hook_class():
     """nequip's ghost-exchange hook calling the mlff operator (built on demand, so that this
     module imports without nequip)."""
@@ -57,6 +66,7 @@ def _nequip_hook_class():
     return NequIPGhostExchange
 
 
+@functools.lru_cache(maxsize=None)
 def _local_rows_block_class(block_class: type) -> type:
     """``block_class`` (nequip's InteractionBlock, or its copy inside a packaged model) computing
     local rows only after the first layer.
@@ -93,10 +103,8 @@ def enable_nequip_exchange(model, num_layers: int) -> None:
         parent_name, _, attribute = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, attribute, hook_class(field=hook.field, irreps_in=hook.irreps_in))
-    block_classes = {}
     for block in blocks:
-        cls = type(block)
-        block.__class__ = block_classes.setdefault(cls, _local_rows_block_class(cls))
+        block.__class__ = _local_rows_block_class(type(block))
 
 
 def local_rows_key() -> str:
@@ -107,44 +115,87 @@ def local_rows_key() -> str:
     return AtomicDataDict.LMP_MLIAP_DATA_KEY
 
 
-class NequIPExchangeEnergies(torch.nn.Module):
-    """torchscript-exchange forward: energies of the ``nlocal`` local atoms (the contract's
-    forward; edges into local atoms only, edge vectors pos[j] - pos[i])."""
+class NequIPExchangeNodes(torch.nn.Module):
+    """A nequip model (with ``enable_nequip_exchange``) on the exchange graph: the energies of
+    the local atoms, whose number is the length of ``local_rows``."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
         self.local_rows = local_rows_key()
 
-    def forward(self, pos: torch.Tensor, edge_index: torch.Tensor, atom_types: torch.Tensor, nlocal: int):
-        data = {"pos": pos, "edge_index": edge_index, "atom_types": atom_types,
-                self.local_rows: atom_types.narrow(0, 0, nlocal)}
+    def forward(self, pos: torch.Tensor, edge_index: torch.Tensor, atom_types: torch.Tensor,
+                local_rows: torch.Tensor) -> torch.Tensor:
+        data = {"pos": pos, "edge_index": edge_index, "atom_types": atom_types, self.local_rows: local_rows}
         return self.model(data)["atomic_energy"].reshape(-1)
 
 
-class NequIPExchangeForces(torch.nn.Module):
-    """aoti-exchange model on flat tensors: ``local_weight`` holds a 1 per local atom (its
-    length is the number of local atoms). Returns the local atoms' energies and the forces
-    -d(sum of local energies)/dpos on every node."""
+class NodeFeatureExchange(torch.nn.Module):
+    """A layer of a dict-passing model (SevenNet's ``AtomGraphSequential``) that fills the ghost
+    rows of ``data[field]`` from their owners."""
 
-    def __init__(self, model):
+    def __init__(self, field: str):
         super().__init__()
-        self.model = model
-        self.local_rows = local_rows_key()
+        self.field = field
+
+    def forward(self, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        data[self.field] = torch.ops.mlff.ghost_exchange(data[self.field])
+        return data
+
+
+class ExchangeEnergies(torch.nn.Module):
+    """torchscript-exchange forward around an architecture's ``nodes`` module
+    ``(pos, edge_index, atom_types, local_rows) -> per-node energies`` (local atoms first): the
+    energies the contract's forward returns (edges into local atoms only, edge vectors
+    pos[j] - pos[i]); the pair style sums the first ``nlocal``."""
+
+    def __init__(self, nodes: torch.nn.Module):
+        super().__init__()
+        self.nodes = nodes
+
+    def forward(self, pos: torch.Tensor, edge_index: torch.Tensor, atom_types: torch.Tensor, nlocal: int):
+        return self.nodes(pos, edge_index, atom_types, atom_types.narrow(0, 0, nlocal))
+
+
+class ExchangeForces(torch.nn.Module):
+    """aoti-exchange model around ``nodes`` (as ``ExchangeEnergies``), on flat tensors:
+    ``local_weight`` holds a 1 per local atom (its length is the number of local atoms).
+    Returns the local atoms' energies and the forces -d(sum of local energies)/dpos on every node."""
+
+    def __init__(self, nodes: torch.nn.Module):
+        super().__init__()
+        self.nodes = nodes
 
     def forward(self, pos, edge_index, atom_types, local_weight):
         with torch.enable_grad():
             pos.requires_grad_(True)
-            data = {"pos": pos, "edge_index": edge_index, "atom_types": atom_types, self.local_rows: local_weight}
-            atomic_energy = self.model(data)["atomic_energy"].reshape(-1)
-            local_energy = (atomic_energy * local_weight).sum()
+            energies = self.nodes(pos, edge_index, atom_types, local_weight).narrow(0, 0, local_weight.size(0))
+            local_energy = (energies * local_weight).sum()
             (grad,) = torch.autograd.grad([local_energy], [pos])
-        return atomic_energy.reshape(-1, 1), -grad
+        return energies.reshape(-1, 1), -grad
 
 
-def export_exchange_forces(wrapper: NequIPExchangeForces, inputs: list[torch.Tensor]):
-    """``torch.export`` program of ``wrapper`` with the backward pass traced in (nequip's
-    make_fx route) and dynamic numbers of nodes, edges and local atoms."""
+def example_inputs(atoms, metadata, device: str) -> list[torch.Tensor]:
+    """aoti-exchange inputs for ``atoms`` (a periodic cell): its atoms, their images within one
+    r_max, edges into the atoms; contiguous, as the pair style passes them (AOTInductor compiles
+    for the traced strides)."""
+    import numpy as np
+
+    from lmpbench.graphs import ghost_graph
+
+    nodes = ghost_graph(atoms, metadata.type_names, metadata.r_max, 1)
+    dtype = torch.float64 if metadata.model_dtype == "float64" else torch.float32
+    into_local = nodes.edge_index[:, nodes.edge_index[0] < nodes.nlocal]
+    return [torch.tensor(nodes.positions, dtype=dtype).to(device).contiguous(),
+            torch.from_numpy(np.ascontiguousarray(into_local)).to(device),
+            torch.from_numpy(nodes.atom_types).to(device),
+            torch.ones(nodes.nlocal, dtype=dtype, device=device)]
+
+
+def compile_exchange(wrapper: ExchangeForces, inputs: list[torch.Tensor], out, metadata: dict[str, str]) -> None:
+    """Compile ``wrapper`` as an aoti-exchange file: ``torch.export`` with the backward pass
+    traced in (nequip's make_fx route) and dynamic numbers of nodes, edges and local atoms,
+    then AOTInductor with ``metadata``."""
     from nequip.utils.fx import _nequip_make_fx
 
     fx_model = _nequip_make_fx(wrapper, inputs)
@@ -153,4 +204,6 @@ def export_exchange_forces(wrapper: NequIPExchangeForces, inputs: list[torch.Ten
     local = torch.export.Dim("num_local", min=1, max=torch.inf)
     static = torch.export.Dim.STATIC
     shapes = ({0: nodes, 1: static}, {0: static, 1: edges}, {0: nodes}, {0: local})
-    return torch.export.export(fx_model, tuple(inputs), dynamic_shapes=shapes)
+    program = torch.export.export(fx_model, tuple(inputs), dynamic_shapes=shapes)
+    torch._inductor.aoti_compile_and_package(program, package_path=str(out),
+                                             inductor_configs={"aot_inductor.metadata": metadata})

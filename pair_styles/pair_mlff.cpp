@@ -11,10 +11,10 @@
           models on any number of MPI ranks. Virial by fdotr over local and ghost atoms.
           TorchScript files (forces by autograd here) or AOTInductor files (forces inside).
    exchange  the ghost layout with a ghost shell of one r_max and edges into local atoms only;
-          the model calls mlff::ghost_exchange between message-passing layers, which fills
-          ghost rows of its node features from their owners (LAMMPS forward comm), and in the
-          backward pass mlff::ghost_reverse sums gradients of ghost rows into their owners
-          (reverse comm). Exact on any number of ranks at the cost of one r_max of ghosts.
+          the model's nodes are the local atoms and the ghosts within r_max of one. It calls
+          mlff::ghost_exchange between message-passing layers, which fills ghost rows of its
+          node features from their owners (LAMMPS forward comm), and in the backward pass
+          mlff::ghost_reverse sums gradients of ghost rows into their owners (reverse comm). Exact on any number of ranks at the cost of one r_max of ghosts.
    local  nodes are the local atoms only, ghost neighbours are mapped to their owners with
           integer cell shifts (nequip's pair_nequip layout); the model returns forces and
           the virial. One MPI rank only; the cheapest graph.
@@ -78,6 +78,14 @@ struct MLFFModel {
   std::vector<int64_t> neighbor_scratch;    // neighbors while E is still unknown
   std::vector<int64_t> types;
   std::vector<int> hops;                    // ghost layout: hops from the nearest local atom
+  // exchange layout: the model's nodes are the local atoms, then the ghosts that send an
+  // edge; node -> LAMMPS atom index, and LAMMPS atom -> node (-1: not a node)
+  std::vector<int> atom_of_node;
+  std::vector<int> node_of_atom;
+  std::vector<double> node_pos;
+  // exchange layout: one comm pass's columns for every local and ghost atom (LAMMPS relays
+  // ghosts of ghosts, so comm needs rows for atoms that are no model node)
+  std::vector<double> exchange_staging;
   std::vector<double> cell_shifts;          // local layout: integer cell shift of each edge
   // aoti ghost layout: 1 per node, 0 for ghosts; aoti exchange layout: a 1 per local atom
   torch::Tensor local_mask;
@@ -161,8 +169,8 @@ static std::string foreign_blas()
 
 PairMLFF::PairMLFF(LAMMPS *lmp) :
     Pair(lmp), model(new MLFFModel), device_name("cpu"), nthreads(1), r_max(0.0), num_layers(1),
-    exchange_rows(nullptr), exchange_width(0), exchange_first_column(0), exchange_columns(0),
-    exchange_model_calls(0), exchange_values(0), exchange_seconds(0.0)
+    exchange_rows(nullptr), exchange_columns(0), exchange_nnodes(0),
+    exchange_model_calls(0), exchange_values(0), exchange_ghost_nodes(0), exchange_seconds(0.0)
 {
   single_enable = 0;
   restartinfo = 0;
@@ -206,15 +214,17 @@ void PairMLFF::compute_ghost()
   const int nall = nlocal + atom->nghost;
   const bool exchange = model->graph == MLFFModel::EXCHANGE;
   const int64_t nedges = build_ghost_edges(exchange ? 1 : num_layers);
+  const int nnodes = exchange ? select_exchange_nodes(nedges) : nall;
   PairExchanger exchanger(exchange ? this : nullptr);
   if (exchange) exchange_model_calls++;
-  fill_types(nall);
+  if (!exchange) fill_types(nall);
 
   const auto device = model->device;
   torch::Tensor edge_index = model->edge_buffer.narrow(0, 0, 2 * nedges).view({2, nedges});
-  torch::Tensor pos = torch::from_blob(atom->x[0], {nall, 3}, torch::kFloat64)
+  double *positions = exchange ? model->node_pos.data() : atom->x[0];
+  torch::Tensor pos = torch::from_blob(positions, {nnodes, 3}, torch::kFloat64)
                           .to(device, model->dtype, false, true);
-  torch::Tensor atom_types = torch::from_blob(model->types.data(), {nall}, torch::kInt64);
+  torch::Tensor atom_types = torch::from_blob(model->types.data(), {nnodes}, torch::kInt64);
   edge_index = edge_index.to(device);
   atom_types = atom_types.to(device);
 
@@ -241,7 +251,7 @@ void PairMLFF::compute_ghost()
   }
   // exchange-layout models may leave out the energies of ghost atoms
   atom_energy = atom_energy.reshape({-1});
-  if (atom_energy.size(0) != nall && !(exchange && atom_energy.size(0) == nlocal))
+  if (atom_energy.size(0) != nnodes && !(exchange && atom_energy.size(0) == nlocal))
     error->one(FLERR, "Pair style mlff: model {} returned {} atom energies for {} atoms",
                model->filename, atom_energy.size(0), exchange ? nlocal : nall);
 
@@ -257,7 +267,7 @@ void PairMLFF::compute_ghost()
     }
   }
 
-  accumulate(energy_local, atom_energy, forces, nall);
+  accumulate(energy_local, atom_energy, forces, nnodes, exchange ? model->atom_of_node.data() : nullptr);
   if (vflag_fdotr) virial_fdotr_compute();
 }
 
@@ -309,11 +319,12 @@ void PairMLFF::compute_local()
 }
 
 /* ----------------------------------------------------------------------
-   add model forces of the first nforce atoms, energy and per-atom energies of local atoms
+   add model forces of nforce nodes (node n is atom n, or atom atom_of_node[n] when given),
+   energy and per-atom energies of local atoms
 ------------------------------------------------------------------------- */
 
 void PairMLFF::accumulate(const torch::Tensor &energy_local, const torch::Tensor &atom_energy,
-                          const torch::Tensor &forces_model, int nforce)
+                          const torch::Tensor &forces_model, int nforce, const int *atom_of_node)
 {
   auto forces = forces_model.detach().to(torch::kCPU, torch::kFloat64).contiguous();
   if (forces.numel() != 3 * (int64_t) nforce)
@@ -324,10 +335,11 @@ void PairMLFF::accumulate(const torch::Tensor &energy_local, const torch::Tensor
   check_finite(energy, fmodel, nforce);
 
   double **f = atom->f;
-  for (int i = 0; i < nforce; i++) {
-    f[i][0] += fmodel[3 * i];
-    f[i][1] += fmodel[3 * i + 1];
-    f[i][2] += fmodel[3 * i + 2];
+  for (int n = 0; n < nforce; n++) {
+    const int i = atom_of_node ? atom_of_node[n] : n;
+    f[i][0] += fmodel[3 * n];
+    f[i][1] += fmodel[3 * n + 1];
+    f[i][2] += fmodel[3 * n + 2];
   }
 
   if (eflag_global) eng_vdwl += energy;
@@ -420,6 +432,50 @@ int64_t PairMLFF::build_ghost_edges(int depth)
 }
 
 /* ----------------------------------------------------------------------
+   exchange layout nodes: local atoms, then (in LAMMPS order) the ghosts that send an edge,
+   i.e. lie within r_max of a local atom. LAMMPS's ghost shell is r_max + skin and may hold
+   ghosts of ghosts; neither sends a message, so leaving them out of the model is exact and
+   saves the model their node-wise work. Renumbers the edges' neighbors to nodes and gathers
+   node positions and types. Returns the number of nodes
+------------------------------------------------------------------------- */
+
+int PairMLFF::select_exchange_nodes(int64_t nedges)
+{
+  const int nlocal = atom->nlocal;
+  const int nall = nlocal + atom->nghost;
+  auto &node_of_atom = model->node_of_atom;
+  auto &atom_of_node = model->atom_of_node;
+  int64_t *neighbors = model->edge_buffer.data_ptr<int64_t>() + nedges;
+
+  node_of_atom.assign(nall, -1);
+  for (int i = 0; i < nlocal; i++) node_of_atom[i] = i;
+  for (int64_t e = 0; e < nedges; e++)
+    if (neighbors[e] >= nlocal) node_of_atom[neighbors[e]] = 0;    // marked, numbered below
+  atom_of_node.resize(nall);
+  int nnodes = nlocal;
+  for (int i = 0; i < nlocal; i++) atom_of_node[i] = i;
+  for (int i = nlocal; i < nall; i++)
+    if (node_of_atom[i] == 0) {
+      node_of_atom[i] = nnodes;
+      atom_of_node[nnodes++] = i;
+    }
+  for (int64_t e = 0; e < nedges; e++) neighbors[e] = node_of_atom[neighbors[e]];
+  exchange_nnodes = nnodes;
+  exchange_ghost_nodes += nnodes - nlocal;
+
+  double **x = atom->x;
+  const int *type = atom->type;
+  model->node_pos.resize(3 * (size_t) nnodes);
+  if ((int) model->types.size() < nnodes) model->types.resize(nnodes);
+  for (int n = 0; n < nnodes; n++) {
+    const int i = atom_of_node[n];
+    std::memcpy(&model->node_pos[3 * n], x[i], 3 * sizeof(double));
+    model->types[n] = type_map[type[i]];
+  }
+  return nnodes;
+}
+
+/* ----------------------------------------------------------------------
    local layout edges: centers are local atoms, a ghost neighbor becomes its owner plus the
    integer cell shift S with x_ghost = x_owner + S . cell
 ------------------------------------------------------------------------- */
@@ -472,30 +528,46 @@ int64_t PairMLFF::build_local_edges()
 }
 
 /* ----------------------------------------------------------------------
-   exchange layout: rows are the model's nlocal + nghost node rows of width values. The
-   LAMMPS comm buffers hold EXCHANGE_COLUMNS values per atom, so wide rows go in passes
+   exchange layout: rows are the model's node rows of width values (select_exchange_nodes).
+   Each comm pass stages EXCHANGE_COLUMNS of them for every LAMMPS atom: forward, local rows
+   go out and ghost nodes read their owners' values back; reverse, every node's gradient goes
+   in, ghost rows are summed into their owners (over relays too), local rows read back and
+   ghost rows are zeroed (a ghost row's gradient now counts at its owner)
 ------------------------------------------------------------------------- */
 
 void PairMLFF::exchange_features(double *rows, int64_t nrows, int64_t width, bool reverse)
 {
   const int nlocal = atom->nlocal;
   const int64_t nall = nlocal + atom->nghost;
-  if (nrows != nall)
-    throw std::runtime_error(fmt::format("ghost exchange of {} node rows, but this rank has {} "
-                                         "local and ghost atoms", nrows, nall));
+  const int64_t nnodes = exchange_nnodes;
+  if (nrows != nnodes)
+    throw std::runtime_error(fmt::format("ghost exchange of {} node rows, but this rank's model "
+                                         "has {} nodes", nrows, nnodes));
   const double start = platform::walltime();
-  exchange_rows = rows;
-  exchange_width = width;
+  const int *atom_of_node = model->atom_of_node.data();
+  auto &staging = model->exchange_staging;
   for (int64_t first = 0; first < width; first += EXCHANGE_COLUMNS) {
-    exchange_first_column = (int) first;
-    exchange_columns = (int) std::min<int64_t>(EXCHANGE_COLUMNS, width - first);
-    if (reverse)
-      comm->reverse_comm(this, exchange_columns);
-    else
-      comm->forward_comm(this, exchange_columns);
+    const int columns = (int) std::min<int64_t>(EXCHANGE_COLUMNS, width - first);
+    const size_t bytes = columns * sizeof(double);
+    if ((int64_t) staging.size() < nall * columns) staging.resize(nall * columns);
+    exchange_rows = staging.data();
+    exchange_columns = columns;
+    if (reverse) {
+      std::fill(staging.begin(), staging.begin() + nall * columns, 0.0);
+      for (int64_t n = 0; n < nnodes; n++)
+        std::memcpy(&staging[atom_of_node[n] * columns], rows + n * width + first, bytes);
+      comm->reverse_comm(this, columns);
+      for (int64_t i = 0; i < nlocal; i++)
+        std::memcpy(rows + i * width + first, &staging[i * columns], bytes);
+    } else {
+      for (int64_t i = 0; i < nlocal; i++)
+        std::memcpy(&staging[i * columns], rows + i * width + first, bytes);
+      comm->forward_comm(this, columns);
+      for (int64_t n = nlocal; n < nnodes; n++)
+        std::memcpy(rows + n * width + first, &staging[atom_of_node[n] * columns], bytes);
+    }
   }
-  // a ghost row's gradient now counts at its owner; the ghost row itself is no input
-  if (reverse) std::fill(rows + nlocal * width, rows + nall * width, 0.0);
+  if (reverse) std::fill(rows + nlocal * width, rows + nnodes * width, 0.0);
   exchange_rows = nullptr;
   exchange_seconds += platform::walltime() - start;
 }
@@ -506,28 +578,30 @@ void PairMLFF::exchange_features(double *rows, int64_t nrows, int64_t width, boo
 
 void PairMLFF::setup()
 {
-  exchange_model_calls = exchange_values = 0;
+  exchange_model_calls = exchange_values = exchange_ghost_nodes = 0;
   exchange_seconds = 0.0;
 }
 
 void PairMLFF::finish()
 {
   if (model->graph != MLFFModel::EXCHANGE || exchange_model_calls == 0) return;
-  double seconds_max = 0.0, values_sum = 0.0, values = (double) exchange_values;
+  double seconds_max = 0.0, counts_sum[2] = {0.0, 0.0};
+  double counts[2] = {(double) exchange_values, (double) exchange_ghost_nodes};
   MPI_Reduce(&exchange_seconds, &seconds_max, 1, MPI_DOUBLE, MPI_MAX, 0, world);
-  MPI_Reduce(&values, &values_sum, 1, MPI_DOUBLE, MPI_SUM, 0, world);
+  MPI_Reduce(counts, counts_sum, 2, MPI_DOUBLE, MPI_SUM, 0, world);
+  const double calls = (double) exchange_model_calls;
   if (comm->me == 0)
     utils::logmesg(lmp, "mlff exchange: {} model calls, {:.4g} s in ghost exchange (slowest rank), "
                    "{:.4g} kB of feature rows per call (all ranks, forward + reverse, including periodic "
-                   "images a rank sends itself)\n", exchange_model_calls, seconds_max,
-                   8.0e-3 * values_sum / (double) exchange_model_calls);
+                   "images a rank sends itself), {:.6g} ghost nodes per call in the model (all ranks)\n",
+                   exchange_model_calls, seconds_max, 8.0e-3 * counts_sum[0] / calls, counts_sum[1] / calls);
 }
 
 int PairMLFF::pack_forward_comm(int n, int *list, double *buf, int /*pbc_flag*/, int * /*pbc*/)
 {
   int m = 0;
   for (int k = 0; k < n; k++) {
-    const double *row = exchange_rows + list[k] * exchange_width + exchange_first_column;
+    const double *row = exchange_rows + list[k] * exchange_columns;
     for (int c = 0; c < exchange_columns; c++) buf[m++] = row[c];
   }
   exchange_values += m;
@@ -538,7 +612,7 @@ void PairMLFF::unpack_forward_comm(int n, int first, double *buf)
 {
   int m = 0;
   for (int i = first; i < first + n; i++) {
-    double *row = exchange_rows + i * exchange_width + exchange_first_column;
+    double *row = exchange_rows + i * exchange_columns;
     for (int c = 0; c < exchange_columns; c++) row[c] = buf[m++];
   }
 }
@@ -547,7 +621,7 @@ int PairMLFF::pack_reverse_comm(int n, int first, double *buf)
 {
   int m = 0;
   for (int i = first; i < first + n; i++) {
-    const double *row = exchange_rows + i * exchange_width + exchange_first_column;
+    const double *row = exchange_rows + i * exchange_columns;
     for (int c = 0; c < exchange_columns; c++) buf[m++] = row[c];
   }
   exchange_values += m;
@@ -558,7 +632,7 @@ void PairMLFF::unpack_reverse_comm(int n, int *list, double *buf)
 {
   int m = 0;
   for (int k = 0; k < n; k++) {
-    double *row = exchange_rows + list[k] * exchange_width + exchange_first_column;
+    double *row = exchange_rows + list[k] * exchange_columns;
     for (int c = 0; c < exchange_columns; c++) row[c] += buf[m++];
   }
 }

@@ -70,12 +70,13 @@ class PairMLFF : public Pair {
   void apply_metadata(const std::map<std::string, std::string> &meta);
   void map_types(int nelements, char **elements);
 
-  // the feature rows being exchanged, and the columns of the current comm pass
+  // the comm staging rows of the current exchange pass, their columns, and the model's nodes
   double *exchange_rows;
-  int64_t exchange_width;
-  int exchange_first_column, exchange_columns;
-  // per run: model calls, time in exchange_features and values packed (reported by finish)
-  bigint exchange_model_calls, exchange_values;
+  int exchange_columns;
+  int exchange_nnodes;
+  // per run: model calls, values packed, ghost nodes given to the model, time in
+  // exchange_features (reported by finish)
+  bigint exchange_model_calls, exchange_values, exchange_ghost_nodes;
   double exchange_seconds;
 
   void compute_ghost();
@@ -83,9 +84,10 @@ class PairMLFF : public Pair {
   void fill_types(int n);
   void reserve_edges(int ncenters);
   int64_t build_ghost_edges(int depth);
+  int select_exchange_nodes(int64_t nedges);
   int64_t build_local_edges();
   void accumulate(const at::Tensor &energy_local, const at::Tensor &atom_energy,
-                  const at::Tensor &forces, int nforce);
+                  const at::Tensor &forces, int nforce, const int *atom_of_node = nullptr);
   void check_finite(double energy, const double *forces, int n);
 };
 

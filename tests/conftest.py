@@ -142,14 +142,3 @@ def cuau_alloy(cells: int = 3, triclinic: bool = True, seed: int = 3):
         atoms.set_cell(atoms.cell.array @ np.array([[1.0, 0.08, -0.05], [0, 0.98, 0.07], [0, 0, 1.02]]), scale_atoms=True)
     atoms.rattle(0.06, seed=seed)
     return lammps_oriented(atoms)
-
-
-# Importing torch_geometric (sevenn and torchmd-net do) breaks TorchScript scripting of nequip
-# models later in the same process ("Arguments for call are not valid"); a separate
-# `lmpbench deploy` process is not affected. The test modules that import it run last.
-TORCH_GEOMETRIC_MODULES = ("test_train_zoo", "test_zoo_sevenn", "test_zoo_torchmdnet")
-
-
-def pytest_collection_modifyitems(config, items):
-    last = [item for item in items if item.module.__name__ in TORCH_GEOMETRIC_MODULES]
-    items[:] = [item for item in items if item.module.__name__ not in TORCH_GEOMETRIC_MODULES] + last

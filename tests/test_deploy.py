@@ -393,3 +393,14 @@ def test_check_says_what_it_evaluated(deployed):
     given = check(deployed["aoti-ghost"], source, atoms)
     assert given.lines()[0].startswith("check on the given structure, Cu32 (32 atoms, periodic), LAMMPS vs")
     assert given.passed
+
+
+def test_torchscript_deploy_after_torch_geometric_wrapped_torch(nequip_ckpt, tmp_path):
+    """torch_geometric (imported by sevenn and torchmd-net) replaces torch.index_select with a
+    Python wrapper that TorchScript cannot compile; deploy scripts with torch's own in place
+    and leaves the wrapper as it found it."""
+    hash_tensor = pytest.importorskip("torch_geometric.hash_tensor")
+    assert torch.index_select is not hash_tensor._old_index_select  # the wrapper is in place
+    result = deploy(nequip_ckpt, tmp_path / "m.pt", target="torchscript-ghost", echo=quiet)
+    assert result.report.passed
+    assert torch.index_select is hash_tensor._new_index_select

@@ -115,7 +115,7 @@ def test_sevenn_checkpoint_is_read_by_deploy(sevenn_trained):
     assert source.kind == "sevenn" and source.architecture == "sevenn"
     meta = source.metadata
     assert meta.type_names == ["C", "H", "O"] and meta.r_max == 6.0 and meta.num_layers == 2
-    assert meta.model_dtype == "float32" and source.targets == ("aoti-local",)
+    assert meta.model_dtype == "float32" and source.targets == ("aoti-local", "aoti-exchange", "torchscript-exchange")
 
 
 @pytest.mark.slow
@@ -123,6 +123,26 @@ def test_sevenn_checkpoint_deploys(sevenn_trained, data, tmp_path):
     """AOTInductor (about a minute or two on 2 cores); the check is LAMMPS against sevenn's calculator."""
     result = deploy_cli(sevenn_trained / "model.pth", data["molecule"], tmp_path / "sevenn.pt2")
     assert "sevenn's ASE calculator" in result.output
+
+
+@pytest.mark.slow
+@pytest.mark.mpi
+def test_sevenn_checkpoint_deploys_for_several_ranks(sevenn_trained, tmp_path):
+    """`--ranks 2` takes the compiled exchange layout; on 2 ranks (a 108-atom C/H/O test crystal,
+    its subdomains thinner than two cutoffs) LAMMPS equals sevenn's calculator to float32 precision."""
+    from zoo_helpers import calculator_state, lammps_state, max_differences
+
+    from lmpbench.deploy import TOLERANCES, default_structure, deploy, load_source
+    from lmpbench.structures import lammps_oriented
+
+    result = deploy(sevenn_trained / "model.pth", tmp_path / "sevenn.pt2", ranks=2, echo=lambda *a: None)
+    assert result.target.name == "aoti-exchange"
+    atoms = lammps_oriented(default_structure(["C", "H", "O"]))
+    reference = calculator_state(atoms, load_source(sevenn_trained / "model.pth").calculator())
+    diff = max_differences(lammps_state(result.path, atoms, ["C", "H", "O"], 2, tmp_path), reference)
+    tolerance = TOLERANCES["float32"]
+    assert diff["energy"] < tolerance["energy_eV"] and diff["forces"] < tolerance["forces_eV_A"], diff
+    assert diff["stress"] < tolerance["stress_eV_A3"] and np.abs(reference["forces"]).max() > 0.05, diff
 
 
 def torchmdnet_errors(checkpoint: Path, test_file: Path) -> tuple[float, float | None]:

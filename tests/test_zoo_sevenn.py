@@ -1,11 +1,11 @@
 """SevenNet (sevenn 0.13): the pretrained SevenNet-0 from the wheel, deployed by name, equal in
 LAMMPS to sevenn's own ASE calculator to the model's float32 precision (energy 5e-3 eV, forces
-5e-4 eV/Å, stress 1e-5 eV/Å³: deploy's float32 tolerances); one MPI rank (see
-lmpbench/architectures/sevenn.py for why).
+5e-4 eV/Å, stress 1e-5 eV/Å³: deploy's float32 tolerances): the local layout on one MPI rank,
+and the exchange layout (per-layer ghost exchange) on 1, 2 and 4 ranks.
 
 Deploying SevenNet-0 compiles it with AOTInductor (2-5 minutes on 2 cores): the tests that
-need the deployed file are marked slow; the adapter's parity with the calculator and the
-errors run in the quick suite."""
+need the compiled file are marked slow; the TorchScript exchange file (seconds to script), the
+adapter's parity with the calculator and the errors run in the quick suite."""
 
 import os
 from pathlib import Path
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from zoo_helpers import alloy, calculator_state, max_differences, nve_against_ase
+from zoo_helpers import alloy, calculator_state, lammps_state, max_differences, nve_against_ase
 
 from lmpbench.deploy import DeployError, check, deploy, load_source, local_example, read_deployed_metadata
 
@@ -42,11 +42,17 @@ def deployed(tmp_path_factory) -> Path:
     return deploy("sevenn:7net-0", out, echo=lambda *a: None).path
 
 
+@pytest.fixture(scope="module")
+def deployed_exchange(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("sevenn_exchange") / "7net-0.pt"
+    return deploy("sevenn:7net-0", out, target="torchscript-exchange", ranks=2, echo=lambda *a: None).path
+
+
 def test_pretrained_metadata(source):
     meta = source.metadata
     assert meta.r_max == 5.0 and meta.num_layers == 5 and meta.model_dtype == "float32"
     assert len(meta.type_names) == 89 and {"H", "Li", "Cu", "Au", "Pu"} <= set(meta.type_names)
-    assert source.targets == ("aoti-local",) and source.path.is_relative_to(Path(__import__("sevenn").__file__).parent)
+    assert source.targets == ("aoti-local", "aoti-exchange", "torchscript-exchange") and source.path.is_relative_to(Path(__import__("sevenn").__file__).parent)
 
 
 @pytest.mark.parametrize("triclinic", [False, True], ids=["orthorhombic", "triclinic"])
@@ -76,7 +82,8 @@ def test_cli_errors_are_one_line(tmp_path):
     from lmpbench.cli.main import cli
 
     for args, message in ((["sevenn:nosuch"], "unknown SevenNet model"),
-                          (["sevenn:7net-0", "--ranks", "2"], "runs on one MPI rank only (--ranks 2 asked)")):
+                          (["sevenn:7net-0", "--target", "aoti-local", "--ranks", "2"],
+                           "target aoti-local runs on one MPI rank only; use aoti-exchange or torchscript-exchange")):
         result = CliRunner().invoke(cli, ["deploy", *args, "-o", str(tmp_path / "m.pt2")])
         assert result.exit_code != 0 and message in result.output, result.output
         assert "Traceback" not in result.output
@@ -118,3 +125,22 @@ def test_lammps_refuses_element_the_model_lacks(deployed, tmp_path):
                       "run 0"])
     proc = run_lmp(deck, tmp_path)
     assert proc.returncode != 0 and "Po" in proc.stdout + proc.stderr
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("triclinic", [False, True], ids=["orthorhombic", "triclinic"])
+def test_exchange_layout_on_1_2_4_ranks_matches_sevenn_calculator(deployed_exchange, sevenn_calc, triclinic, tmp_path):
+    """108 atoms, 11.7 Å cell: on 4 ranks the subdomains (2.9 Å) are thinner than the 5 Å
+    cutoff, so ghosts are relayed over several hops and include a rank's own images. The rank
+    counts agree with each other to float32 summation order (measured: forces 1e-6 eV/Å, energy
+    a few float32 steps of its 400 eV, stress 1e-8 eV/Å³)."""
+    atoms = alloy(ELEMENTS, cells=3, a=3.9, triclinic=triclinic)
+    reference = calculator_state(atoms, sevenn_calc)
+    states = {n: lammps_state(deployed_exchange, atoms, ELEMENTS, n, tmp_path) for n in (1, 2, 4)}
+    for n, state in states.items():
+        diff = max_differences(state, reference)
+        assert all(diff[k] < FLOAT32[k] for k in diff), (n, diff)
+    for n in (2, 4):
+        diff = max_differences(states[n], states[1])
+        assert diff["forces"] < 1e-5 and diff["energy"] < 2e-4 and diff["stress"] < 1e-7, (n, diff)
+    assert np.abs(reference["forces"]).max() > 0.05

@@ -24,15 +24,20 @@ pos[i] + shift·cell, the same convention as nequip's pair_nequip layout; it ret
 energies. Forces are -dE/dpos, scattered from dE/d(edge_vec); the virial is
 -Σ_edges edge_vec ⊗ dE/d(edge_vec) (LAMMPS's sign, Σ r ⊗ f).
 
-One MPI rank only: SevenNet-0 has 5 message-passing layers of 5 Å, so the ghost layout would
-need a 25 Å ghost shell (thousands of ghost atoms per domain, tens of times the model's cost
-and GBs of memory); several ranks need per-layer feature exchange, which the pair style does
-not have yet.
+Several MPI ranks: the exchange layout (``aoti-exchange``, ``torchscript-exchange``). Ghosts
+within one r_max, edges into local atoms only; a ``NodeFeatureExchange`` layer inserted before
+each interaction layer after the first refreshes the ghost rows of the node features ``x``
+from their owners (``lmpbench.exchange``). Node-wise layers run on ghost rows too (their
+inputs are their owners' after the exchange, so they are right there as well); the messages
+into local atoms are then exact, as are their energies. The ghost layout would need a
+num_layers × r_max ghost shell (25 Å for SevenNet-0), tens of times the model's cost.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -162,10 +167,73 @@ def calculator(path: Path, device: str = "cpu"):
 
 
 DEFAULT_PRETRAINED = "7net-0"
-SINGLE_RANK_REASON = ("SevenNet's {layers} message-passing layers of {r_max:g} Å need a {depth:g} Å ghost shell in "
-                      "the multi-rank (ghost) layout, thousands of ghost atoms per domain at tens of times the "
-                      "model's cost; several ranks need per-layer feature exchange, which pair style mlff does not "
-                      "have yet. Run it on one rank (a local-layout AOTInductor file)")
+
+
+def exchange_model(model, num_layers: int):
+    """A copy of ``model`` (energy-only ``AtomGraphSequential``) with a ``NodeFeatureExchange``
+    of the node features before the first module of each interaction layer after the first
+    (sevenn names a layer's modules ``{layer}_...``)."""
+    from sevenn import _keys as KEY
+
+    from lmpbench.exchange import ExchangeUnavailableError, NodeFeatureExchange, load_operators
+
+    load_operators()
+    model = copy.deepcopy(model)
+    modules, layers = OrderedDict(), []
+    for name, module in model._modules.items():
+        layer = name.split("_", 1)[0]
+        if layer.isdigit() and layer not in layers:
+            layers.append(layer)
+            if len(layers) > 1:
+                modules[f"{layer}_ghost_exchange"] = NodeFeatureExchange(KEY.NODE_FEATURE)
+        modules[name] = module
+    if len(layers) != num_layers:
+        raise ExchangeUnavailableError(f"the model has {len(layers)} numbered layers for {num_layers} convolutions")
+    model._modules.clear()
+    model._modules.update(modules)
+    return model
+
+
+class SevenNetExchangeNodes(torch.nn.Module):
+    """The exchange layout's nodes module (``lmpbench.exchange``) around a SevenNet energy model
+    with exchange layers: per-node energies, local atoms first."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pos: torch.Tensor, edge_index: torch.Tensor, atom_types: torch.Tensor,
+                local_rows: torch.Tensor) -> torch.Tensor:
+        edge_vec = torch.index_select(pos, 0, edge_index[1]) - torch.index_select(pos, 0, edge_index[0])
+        data = {"x": atom_types, "edge_index": edge_index, "edge_vec": edge_vec}
+        return self.model(data)["atomic_energy"].reshape(-1)
+
+
+def export_torchscript_exchange(source, out: Path, device: str, provenance: dict) -> None:
+    from e3nn.util.jit import script
+
+    from lmpbench.contract import save_model, torch_functions_unwrapped
+    from lmpbench.exchange import ExchangeEnergies
+
+    meta = source.metadata
+    nodes = SevenNetExchangeNodes(exchange_model(source.load(), meta.num_layers))
+    with torch_functions_unwrapped():  # sevenn's calculator imports torch_geometric
+        scripted = script(ExchangeEnergies(nodes).to(device))
+    save_model(scripted, out, type(meta)(
+        r_max=meta.r_max, type_names=meta.type_names, num_layers=meta.num_layers, model_dtype=meta.model_dtype,
+        graph="exchange", extra=provenance))
+
+
+def export_aoti_exchange(source, out: Path, device: str, provenance: dict) -> None:
+    from lmpbench.deploy import EXCHANGE_INPUTS, GHOST_OUTPUTS, contract_aoti_metadata, default_structure
+    from lmpbench.exchange import ExchangeForces, compile_exchange, example_inputs
+
+    meta = source.metadata
+    wrapper = ExchangeForces(SevenNetExchangeNodes(exchange_model(source.load(), meta.num_layers))).to(device)
+    inputs = example_inputs(default_structure(list(source.check_elements)), meta, device)
+    with traceable():
+        compile_exchange(wrapper, inputs, out,
+                         contract_aoti_metadata(meta, "aoti-exchange", EXCHANGE_INPUTS, GHOST_OUTPUTS, provenance))
 
 
 def pretrained_source(name: str, spec: str):
@@ -215,12 +283,12 @@ def checkpoint_source(path: Path, spec: str = "", check_elements: tuple[str, ...
         export_local(SevenNetLocal(source.load(), source.metadata.model_dtype), source, out, device, provenance,
                      tracing=traceable)
 
-    reason = SINGLE_RANK_REASON.format(layers=meta["num_layers"], r_max=meta["r_max"],
-                                       depth=meta["num_layers"] * meta["r_max"])
-    return SourceModel(path, "sevenn", metadata, sha256(path), ("aoti-local",), load, architecture="sevenn",
-                       exporters={"aoti-local": export}, calculator=lambda: calculator(path),
-                       reference="sevenn's ASE calculator (SevenNetCalculator)", check_elements=tuple(check_elements or meta["type_names"]),
-                       spec=spec, single_rank_reason=reason)
+    return SourceModel(path, "sevenn", metadata, sha256(path), ("aoti-local", "aoti-exchange", "torchscript-exchange"),
+                       load, architecture="sevenn",
+                       exporters={"aoti-local": export, "aoti-exchange": export_aoti_exchange,
+                                  "torchscript-exchange": export_torchscript_exchange},
+                       calculator=lambda: calculator(path), reference="sevenn's ASE calculator (SevenNetCalculator)",
+                       check_elements=tuple(check_elements or meta["type_names"]), spec=spec)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -433,12 +433,12 @@ def _type_numbers(type_names: list[str]) -> list[int]:
 
 
 def export_ghost(source, out: Path, device: str, provenance: dict) -> None:
-    from lmpbench.contract import METADATA_FILE, ModelMetadata
+    from lmpbench.contract import METADATA_FILE, ModelMetadata, torch_functions_unwrapped
 
     meta = source.metadata
     metadata = ModelMetadata(r_max=meta.r_max, type_names=meta.type_names, num_layers=meta.num_layers,
                              model_dtype=meta.model_dtype, extra=provenance)
-    with pure_torch():
+    with pure_torch(), torch_functions_unwrapped():  # torchmd-net imports torch_geometric
         scripted = torch.jit.script(TorchMDNetGhost(source.load(), _type_numbers(meta.type_names)).to(device))
     torch.jit.save(scripted, str(out), _extra_files={METADATA_FILE: metadata.to_json()})
 
