@@ -410,8 +410,8 @@ def _metric_lines(metrics: dict) -> list[str]:
 @click.option("-o", "--out", type=click.Path(file_okay=False), required=True,
               help="Training folder (new or empty; --force replaces a previous training there).")
 @click.option("--arch", default="nequip", show_default=True,
-              help="Architecture (registry entry): nequip, allegro, sevenn (SevenNet, float32) or tensornet "
-                   "(torchmd-net's TensorNet).")
+              help="Architecture (registry entry): nequip, allegro, sevenn (SevenNet, float32), tensornet or "
+                   "equivariant-transformer (torchmd-net's).")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="YAML in the trainer's own format, merged over the defaults (its keys win).")
 @click.option("--max-epochs", type=click.IntRange(min=1), help="Epochs to train (default 100 without --max-minutes).")

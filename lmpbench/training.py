@@ -7,7 +7,7 @@ The training folder (``out``)::
                            log.sevenn, lc.csv; torchmd-train: metrics.csv, the data converted for it)
     trainer.log            the trainer's stdout and stderr
     model.ckpt             the kept checkpoint (best validation, moved out of run/), what ``lmpbench deploy`` takes
-                           (nequip, allegro, tensornet: .ckpt; sevenn: model.pth)
+                           (nequip, allegro, torchmd-net's: .ckpt; sevenn: model.pth)
     model.nequip.zip       the same model in portable form (nequip and allegro, unless --no-package)
     training_curve.csv     epoch, train loss, validation force/energy MAE
     training_curve.png

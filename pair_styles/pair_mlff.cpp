@@ -14,7 +14,8 @@
           the model's nodes are the local atoms and the ghosts within r_max of one. It calls
           mlff::ghost_exchange between message-passing layers, which fills ghost rows of its
           node features from their owners (LAMMPS forward comm), and in the backward pass
-          mlff::ghost_reverse sums gradients of ghost rows into their owners (reverse comm). Exact on any number of ranks at the cost of one r_max of ghosts.
+          mlff::ghost_reverse sums gradients of ghost rows into their owners (reverse comm).
+          Exact on any number of ranks at the cost of one r_max of ghosts.
    local  nodes are the local atoms only, ghost neighbours are mapped to their owners with
           integer cell shifts (nequip's pair_nequip layout); the model returns forces and
           the virial. One MPI rank only; the cheapest graph.
@@ -555,7 +556,7 @@ void PairMLFF::exchange_features(double *rows, int64_t nrows, int64_t width, boo
     if (reverse) {
       std::fill(staging.begin(), staging.begin() + nall * columns, 0.0);
       for (int64_t n = 0; n < nnodes; n++)
-        std::memcpy(&staging[atom_of_node[n] * columns], rows + n * width + first, bytes);
+        std::memcpy(&staging[(int64_t) atom_of_node[n] * columns], rows + n * width + first, bytes);
       comm->reverse_comm(this, columns);
       for (int64_t i = 0; i < nlocal; i++)
         std::memcpy(rows + i * width + first, &staging[i * columns], bytes);
@@ -564,7 +565,7 @@ void PairMLFF::exchange_features(double *rows, int64_t nrows, int64_t width, boo
         std::memcpy(&staging[i * columns], rows + i * width + first, bytes);
       comm->forward_comm(this, columns);
       for (int64_t n = nlocal; n < nnodes; n++)
-        std::memcpy(rows + n * width + first, &staging[atom_of_node[n] * columns], bytes);
+        std::memcpy(rows + n * width + first, &staging[(int64_t) atom_of_node[n] * columns], bytes);
     }
   }
   if (reverse) std::fill(rows + nlocal * width, rows + nnodes * width, 0.0);

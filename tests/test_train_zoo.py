@@ -1,4 +1,4 @@
-"""lmpbench train --arch sevenn / --arch tensornet: each package's own trainer (`sevenn`,
+"""lmpbench train --arch sevenn / tensornet / equivariant-transformer: each package's own trainer (`sevenn`,
 `torchmd-train`) on a few ethanol frames of the shipped GFN2-xTB reference. The test errors in
 train.json are recomputed here with the package's own model, loaded fresh from the kept
 checkpoint by the package's code (not lmpbench's), against the labels in the test file; the kept
@@ -193,6 +193,23 @@ def test_tensornet_checkpoint_deploys(tensornet_trained, data, tmp_path):
     """TorchScript (seconds); the check is LAMMPS against torchmd-net's own model."""
     result = deploy_cli(tensornet_trained / "model.ckpt", data["molecule"], tmp_path / "tensornet.pt",
                         "--target", "torchscript-ghost")
+    assert "torchmd-net's own model" in result.output
+
+
+def test_equivariant_transformer_trains_and_deploys(data, tmp_path):
+    """The same torchmd-train route with torchmd-net's equivariant transformer: its test errors are
+    torchmd-net's own model's, and the kept checkpoint deploys (TorchScript, checked against it)."""
+    out = tmp_path / "et"
+    result = train(data["full"], out, "equivariant-transformer", "--max-epochs", "2")
+    assert result.exit_code == 0, result.output
+    record = check_common_outputs(out, "model.ckpt", 2)
+    assert record["arch"] == "equivariant-transformer" and record["hyperparameters"]["model_dtype"] == "float64"
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["model"] == "equivariant-transformer" and config["num_heads"] == 8
+    forces_mae, energy_mae = torchmdnet_errors(out / "model.ckpt", data["full"] / "test.extxyz")
+    assert record["test"]["forces_mae_meV_A"] == pytest.approx(forces_mae, rel=1e-6)
+    assert record["test"]["energy_mae_meV_atom"] == pytest.approx(energy_mae, rel=1e-6) and energy_mae < 2000
+    result = deploy_cli(out / "model.ckpt", data["molecule"], tmp_path / "et.pt", "--target", "torchscript-ghost")
     assert "torchmd-net's own model" in result.output
 
 

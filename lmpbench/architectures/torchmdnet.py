@@ -481,7 +481,8 @@ def checkpoint_source(path: Path):
 
 
 # ---------------------------------------------------------------------------------------------
-# training: torchmd-net's own trainer (torchmd-train) on TensorNet, as the registry entry "tensornet"
+# training: torchmd-net's own trainer (torchmd-train) on TensorNet and the equivariant transformer,
+# as the registry entries "tensornet" and "equivariant-transformer" (torchmd-net's model names)
 #
 # torchmd-train reads its data through its dataset classes, none of which reads extended XYZ; the
 # training step converts the split's frames into its HDF5 format (run/data.h5: per atom count a group
@@ -500,11 +501,19 @@ def checkpoint_source(path: Path):
 # Atomref. The energy loss is on the total; its weight 1/N² makes it the per-atom energy MSE.
 # Periodic data: torchmd-net takes one box for all frames (box_vecs), in its lower-triangular form.
 
-TENSORNET_DEFAULTS = {
+DEFAULTS = {
     "molecule": {"num_layers": 2, "num_features": 32, "batch_size": 4, "learning_rate": 0.001, "model_dtype": "float64"},
     "periodic": {"num_layers": 2, "num_features": 16, "batch_size": 2, "learning_rate": 0.001, "model_dtype": "float64"},
 }
-TENSORNET_UNLIMITED_EPOCHS = 1_000_000  # --max-minutes without --max-epochs: lmpbench stops the trainer
+# torchmd-train's options of each model trained here, besides the common ones. The output model
+# "Scalar" is an energy summed over atoms (torchmd-net makes it EquivariantScalar for the
+# transformer by itself); the transformer's heads divide both default feature widths
+MODEL_OPTIONS = {
+    "tensornet": {"equivariance_invariance_group": "O(3)"},
+    "equivariant-transformer": {"num_heads": 8, "attn_activation": "silu", "distance_influence": "both",
+                                "neighbor_embedding": True},
+}
+UNLIMITED_EPOCHS = 1_000_000  # --max-minutes without --max-epochs: lmpbench stops the trainer
 DATA_FILE, SPLITS_FILE, REFERENCE_FILE = "data.h5", "splits.npz", "energy_reference.json"
 RUN = "run"  # lmpbench train's run folder, where the data is written (torchmd-train runs in the training folder)
 
@@ -537,8 +546,9 @@ def _box(frames: list) -> list | None:
     return cell.tolist()
 
 
-def tensornet_config(request) -> dict:
-    """torchmd-train's YAML (as a dict) for ``request``: TensorNet, float64, lmpbench's HDF5 conversion."""
+def torchmdnet_config(request, model: str) -> dict:
+    """torchmd-train's YAML (as a dict) for ``request`` and torchmd-net's ``model`` (a key of
+    MODEL_OPTIONS), float64, lmpbench's HDF5 conversion."""
     from ase.data import atomic_numbers
     from ase.io import read
 
@@ -555,7 +565,7 @@ def tensornet_config(request) -> dict:
         "dataset": "HDF5",
         "dataset_root": f"{RUN}/{DATA_FILE}",
         "splits": f"{RUN}/{SPLITS_FILE}",
-        "model": "tensornet",
+        "model": model,
         "precision": precision,
         "embedding_dimension": hp["num_features"],
         "num_layers": hp["num_layers"],
@@ -563,7 +573,6 @@ def tensornet_config(request) -> dict:
         "rbf_type": "expnorm",
         "trainable_rbf": False,
         "activation": "silu",
-        "equivariance_invariance_group": "O(3)",
         "cutoff_lower": 0.0,
         "cutoff_upper": float(request.cutoff_A),
         "max_z": max(atomic_numbers[name] for name in request.type_names) + 1,
@@ -573,14 +582,14 @@ def tensornet_config(request) -> dict:
         "reduce_op": "add",
         "standardize": False,  # its mean is added to the total, which does not deploy; see the energy reference
         "box_vecs": _box([first]),
-        "num_epochs": request.max_epochs if request.max_epochs is not None else TENSORNET_UNLIMITED_EPOCHS,
+        "num_epochs": request.max_epochs if request.max_epochs is not None else UNLIMITED_EPOCHS,
         "batch_size": hp["batch_size"],
         "inference_batch_size": hp["batch_size"],
         "lr": hp["learning_rate"],
         "lr_patience": 5,
         "lr_factor": 0.6,
         "lr_min": 1e-7,
-        "early_stopping_patience": TENSORNET_UNLIMITED_EPOCHS,  # as nequip's entry: no early stop
+        "early_stopping_patience": UNLIMITED_EPOCHS,  # as nequip's entry: no early stop
         # the energy loss is on the total: 1/N² makes it the per-atom energy MSE (nequip's and sevenn's)
         "y_weight": (1.0 / len(first) ** 2) if request.has_energy else 0.0,
         "neg_dy_weight": 1.0,
@@ -589,15 +598,16 @@ def tensornet_config(request) -> dict:
         "num_workers": 0,  # the data is small and preloaded; workers would compete for the cores
         "ngpus": 1,
         "seed": request.seed,
+        **MODEL_OPTIONS[model],
     }
 
 
-def tensornet_option_overrides(max_epochs: int | None, max_minutes: float | None, seed: int | None) -> dict:
+def option_overrides(max_epochs: int | None, max_minutes: float | None, seed: int | None) -> dict:
     overrides = {}
     if max_epochs is not None:
         overrides["num_epochs"] = max_epochs
     elif max_minutes is not None:
-        overrides["num_epochs"] = TENSORNET_UNLIMITED_EPOCHS  # until lmpbench stops it
+        overrides["num_epochs"] = UNLIMITED_EPOCHS  # until lmpbench stops it
     if seed is not None:
         overrides["seed"] = seed
     return overrides
@@ -682,7 +692,7 @@ def finish_checkpoint(checkpoint: Path, run_dir: Path) -> None:
     os.replace(partial, checkpoint)
 
 
-def find_tensornet_checkpoint(run_dir: Path) -> Path | None:
+def find_checkpoint(run_dir: Path) -> Path | None:
     """The checkpoint of the epoch with the lowest validation loss among those torchmd-train kept
     (its files epoch=E-val_loss=L.ckpt; the loss read from its metrics.csv, the file name's 4
     decimals only where that has no row)."""
@@ -727,7 +737,7 @@ def _metrics_rows(run_dir: Path) -> list[dict]:
     return [rows[e] for e in sorted(rows)]
 
 
-def read_tensornet_curve(run_dir: Path) -> list[dict]:
+def read_curve(run_dir: Path) -> list[dict]:
     """One row per epoch from torchmd-train's metrics.csv: its training loss (weighted MSE sum) and
     the validation MAEs in meV (force components; the total energy's per atom, when every frame has
     the same atom count)."""
@@ -743,30 +753,29 @@ def read_tensornet_curve(run_dir: Path) -> list[dict]:
             for row in _metrics_rows(run_dir) if row.get("val_forces") is not None]
 
 
-def tensornet_checkpoint_epoch(checkpoint: Path) -> int | None:
+def checkpoint_epoch(checkpoint: Path) -> int | None:
     state = torch.load(str(checkpoint), map_location="cpu", weights_only=False)
     epoch = state.get("epoch") if isinstance(state, dict) else None
     return int(epoch) + 1 if epoch is not None else None
 
 
-def _register():
+def _register(name: str, description: str):
     from lmpbench.architectures import Architecture, register
 
     return register(Architecture(
-        name="tensornet",
-        description="TensorNet (O(3)-equivariant Cartesian tensor message passing), torchmd-net 3.1 and its trainer "
-                    "torchmd-train (float64)",
+        name=name,
+        description=description,
         checkpoint_suffixes=(".ckpt",),
         train_script="torchmd-train",
-        defaults=TENSORNET_DEFAULTS,
-        build_config=tensornet_config,
-        option_overrides=tensornet_option_overrides,
-        train_arguments=lambda config_dir, name, run_dir: ["--conf", str(config_dir / f"{name}.yaml"),
-                                                           "--log-dir", str(run_dir)],
-        find_checkpoint=find_tensornet_checkpoint,
-        read_curve=read_tensornet_curve,
+        defaults=DEFAULTS,
+        build_config=lambda request: torchmdnet_config(request, name),
+        option_overrides=option_overrides,
+        train_arguments=lambda config_dir, config_name, run_dir: ["--conf", str(config_dir / f"{config_name}.yaml"),
+                                                                  "--log-dir", str(run_dir)],
+        find_checkpoint=find_checkpoint,
+        read_curve=read_curve,
         calculator=calculator,
-        checkpoint_epoch=tensornet_checkpoint_epoch,
+        checkpoint_epoch=checkpoint_epoch,
         prepare_data=prepare_data,
         finish_checkpoint=finish_checkpoint,
         # torchmd-train picks the GPU whenever one is visible: a cpu training hides it
@@ -777,4 +786,8 @@ def _register():
     ))
 
 
-TENSORNET = _register()
+TENSORNET = _register("tensornet", "TensorNet (O(3)-equivariant Cartesian tensor message passing), torchmd-net 3.1 "
+                                   "and its trainer torchmd-train (float64)")
+EQUIVARIANT_TRANSFORMER = _register("equivariant-transformer", "TorchMD-Net's equivariant transformer (attention "
+                                    "over neighbours, scalar and vector features), torchmd-net 3.1 and its trainer "
+                                    "torchmd-train (float64)")
