@@ -9,12 +9,21 @@ at 192 and 4,000 atoms, one thread:
   LAMMPS   NVE steps/s through pair style mlff (the "Loop time" of the measured run);
   ASE MD   velocity Verlet steps/s with the architecture's own ASE calculator (eager model).
 
-usage: python benchmarks/zoo_speed.py [--arch allegro sevenn chgnet tensornet] [--cells 4,4,3 10,10,10] [--seconds 3] [--workdir DIR]
+Each measurement runs at least --min-steps calls or steps after one warm-up call (three LAMMPS
+steps, or --min-steps when fewer): at 4,000 atoms SevenNet-0 and CHGNet take tens of seconds per
+step on one core. Between the columns freed memory goes back to the system (CHGNet at 4,000
+atoms needs about 9 GB per process; the bare loop's memory kept by the allocator and the LAMMPS
+process beside it filled a 24 GB machine).
+
+usage: python benchmarks/zoo_speed.py [--arch allegro sevenn chgnet tensornet] [--cells 4,4,3 10,10,10] [--seconds 3]
+                                      [--min-steps 5] [--workdir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import os
 import platform
 import subprocess
@@ -41,7 +50,7 @@ velocity all create 300 4928 loop geom
 timestep 0.001
 fix integrate all nve
 thermo 0
-run 3
+run ${warmup}
 run ${steps}
 """
 
@@ -95,11 +104,21 @@ def architectures(work: Path) -> dict:
     return {"allegro": allegro, "sevenn": sevenn, "chgnet": chgnet, "tensornet": tensornet}
 
 
+def release_freed_memory() -> None:
+    """Give the memory of freed tensors back to the system (glibc keeps it otherwise)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # not glibc
+        pass
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", nargs="+", default=["allegro", "sevenn"])
     parser.add_argument("--cells", nargs="+", default=["4,4,3", "10,10,10"], help="fcc cells per side (4 atoms each)")
     parser.add_argument("--seconds", type=float, default=3.0, help="target time per measurement")
+    parser.add_argument("--min-steps", type=int, default=5, help="fewest LAMMPS steps per measurement")
     parser.add_argument("--workdir", type=Path, help="keep the trained and deployed models here (reused when present)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -126,10 +145,12 @@ def main():
                 data = local_example(atoms, meta)
                 inputs = [data[k].contiguous() for k in ("pos", "edge_index", "atom_types", "cell", "edge_cell_shift")]
                 bare = timed_rate(lambda: [t.numpy() for t in compiled(*inputs)], args.seconds, warmup=1)
+                release_freed_memory()
                 datafile = write_lammps_data(work / name / f"alloy_{len(atoms)}.data", atoms, elements)
-                steps = max(5, int(args.seconds * bare))
+                steps = max(args.min_steps, int(args.seconds * bare))
                 screen = decks.run_deck(deck, work / name / f"run_{len(atoms)}", {"data": datafile, "model": deployed,
-                                                                                    "steps": steps}, nprocs=1)
+                                                                                    "steps": steps,
+                                                                                    "warmup": min(3, steps)}, nprocs=1)
                 lammps = decks.loop_timings(screen)[-1].steps_per_s
                 from ase import units
                 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
@@ -143,6 +164,8 @@ def main():
                     ase = timed_rate(lambda: dyn.run(1), args.seconds, warmup=1)
                 print(f"{name:>8} {len(atoms):>6} {bare:8.2f} {lammps:8.2f} {lammps / bare:7.3f} {ase:8.2f} "
                       f"{lammps / ase:7.2f}", flush=True)
+                md_atoms = dyn = None  # the calculator and its graphs
+                release_freed_memory()
 
 
 if __name__ == "__main__":

@@ -504,13 +504,15 @@ def local_example(atoms: Atoms, metadata: ModelMetadata) -> dict[str, torch.Tens
 
 
 def export_aoti(wrapper: torch.nn.Module, out: Path, device: str, inputs: list[str], outputs: list[str],
-                data: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Compile ``wrapper`` (dict in, dict out, forces inside) with nequip's AOTInductor export route."""
+                data: dict[str, torch.Tensor], metadata: dict[str, str], inductor_configs: dict | None = None) -> None:
+    """Compile ``wrapper`` (dict in, dict out, forces inside) with nequip's AOTInductor export route;
+    ``inductor_configs``: the adapter's own inductor settings."""
     from nequip.utils.aot import aot_export_model
 
     aot_export_model(model=wrapper, device=device, input_fields=inputs, output_fields=outputs,
                      data={k: v.to(device).contiguous() for k, v in data.items()}, batch_map=_dynamic_dims(),
-                     output_path=str(out), inductor_configs={"aot_inductor.metadata": metadata})
+                     output_path=str(out),
+                     inductor_configs={"aot_inductor.metadata": metadata, **(inductor_configs or {})})
 
 
 EXPORTERS = {

@@ -56,7 +56,9 @@ def run_scaling_demo(out: Path, steps: int = 200, echo=print) -> dict:
     for target in sorted({t for t, _ in RUNS}):
         models[target] = deploy(ckpt, out / f"cuau_{target}.pt2", target=target, echo=echo).path
 
-    atoms = alloy()
+    # 2,048 atoms: enough per rank that two ranks of the exchange path outrun one rank of the
+    # fast path (500 atoms do not; benchmarks/RESULTS.md, exchange_speed)
+    atoms = alloy(cells=8)
     data = write_lammps_data(out / "start.data", atoms, ELEMENTS)
     runs = {}
     for target, nprocs in RUNS:

@@ -149,6 +149,15 @@ def test_lammps_matches_chgnet_calculator(deployed, source, kind):
 
 
 @pytest.mark.slow
+def test_lammps_on_more_short_bonds_than_int16_sort_indices(deployed, source):
+    """2,916 atoms, 35,000 bonds shorter than 3 Å: a model compiled with inductor's default sort
+    (int16 indices) refused more than 32,766 ("Expected u0 <= 32766")."""
+    atoms = alloy(["Cu", "Ag", "Au", "Pd"], cells=9, a=3.9, triclinic=False)
+    report = check(deployed, source, atoms)
+    assert report.passed, report.lines()
+
+
+@pytest.mark.slow
 def test_lammps_without_angles(deployed, source):
     """No bond shorter than 3 Å: no angles, CHGNet skips its bond updates (empty bond graph in the compiled model)."""
     report = check(deployed, source, alloy(["Na", "Cl"], cells=2, a=6.0, triclinic=True))

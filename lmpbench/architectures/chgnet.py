@@ -51,6 +51,11 @@ PRETRAINED = {
 DEFAULT_PRETRAINED = "0.3.0"
 CHECK_ELEMENTS = ("Cu", "Ag", "Au", "Pd")  # the deploy check's alloy (fcc metals MPtrj covers)
 MAX_SHIFT = 31  # |cell shift| per axis that the reverse-edge keys encode (6 bits each)
+# Inductor lowers torch.sort with int16 indices unless told otherwise, and the compiled model then
+# checks at run time that the sorted length is below 32,767. The graphs here sort the edges and the
+# short bonds (12 per atom in a close-packed metal), so such a model refused cells above about
+# 2,700 atoms ("Expected u0 <= 32766"); with this setting the indices are int32 (bound 2^31 - 1).
+LARGE_SORTS = {"triton.decompose_sort_ops": True}
 
 
 class PretrainedError(ValueError):
@@ -277,7 +282,8 @@ def pretrained_source(name: str, spec: str):
     metadata = ModelMetadata(**meta)
 
     def export(source, out: Path, device: str, provenance: dict) -> None:
-        export_local(CHGNetLocal(source.load(), source.metadata.model_dtype), source, out, device, provenance)
+        export_local(CHGNetLocal(source.load(), source.metadata.model_dtype), source, out, device, provenance,
+                     inductor_configs=LARGE_SORTS)
 
     reason = SINGLE_RANK_REASON.format(layers=meta["num_layers"], r_max=meta["r_max"],
                                        depth=meta["num_layers"] * meta["r_max"])

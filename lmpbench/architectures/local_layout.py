@@ -43,13 +43,15 @@ class LocalLayout(torch.nn.Module):
 
 
 def export_local(wrapper: LocalLayout, source, out: Path, device: str, provenance: dict,
-                 tracing=contextlib.nullcontext) -> None:
+                 tracing=contextlib.nullcontext, inductor_configs: dict | None = None) -> None:
     """``wrapper`` compiled with AOTInductor as an aoti-local file, traced on the check structure of
-    ``source``'s elements; ``tracing``: a context the adapter needs while tracing."""
+    ``source``'s elements; ``tracing``: a context the adapter needs while tracing;
+    ``inductor_configs``: the adapter's own inductor settings."""
     from lmpbench.deploy import (LOCAL_INPUTS, LOCAL_OUTPUTS, contract_aoti_metadata, default_structure, export_aoti,
                                  local_example)
 
     data = local_example(default_structure(list(source.check_elements)), source.metadata)
     with tracing():
         export_aoti(wrapper, out, device, LOCAL_INPUTS, LOCAL_OUTPUTS, data,
-                    contract_aoti_metadata(source.metadata, "aoti-local", LOCAL_INPUTS, LOCAL_OUTPUTS, provenance))
+                    contract_aoti_metadata(source.metadata, "aoti-local", LOCAL_INPUTS, LOCAL_OUTPUTS, provenance),
+                    inductor_configs)
