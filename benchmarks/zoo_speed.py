@@ -162,7 +162,7 @@ def main():
                     MaxwellBoltzmannDistribution(md_atoms, temperature_K=300, rng=np.random.default_rng(0))
                     dyn = VelocityVerlet(md_atoms, timestep=1.0 * units.fs)
                     ase = timed_rate(lambda: dyn.run(1), args.seconds, warmup=1)
-                print(f"{name:>8} {len(atoms):>6} {bare:8.2f} {lammps:8.2f} {lammps / bare:7.3f} {ase:8.2f} "
+                print(f"{name:>8} {len(atoms):>6} {bare:8.3g} {lammps:8.3g} {lammps / bare:7.3f} {ase:8.3g} "
                       f"{lammps / ase:7.2f}", flush=True)
                 md_atoms = dyn = None  # the calculator and its graphs
                 release_freed_memory()
