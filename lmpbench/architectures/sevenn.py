@@ -36,7 +36,6 @@ num_layers × r_max ghost shell (25 Å for SevenNet-0), tens of times the model'
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections import OrderedDict
 from pathlib import Path
 
@@ -170,15 +169,15 @@ DEFAULT_PRETRAINED = "7net-0"
 
 
 def exchange_model(model, num_layers: int):
-    """A copy of ``model`` (energy-only ``AtomGraphSequential``) with a ``NodeFeatureExchange``
-    of the node features before the first module of each interaction layer after the first
-    (sevenn names a layer's modules ``{layer}_...``)."""
+    """``model`` (energy-only ``AtomGraphSequential``, changed in place: give it a model of its
+    own, not the source's cached one) with a ``NodeFeatureExchange`` of the node features before
+    the first module of each interaction layer after the first (sevenn names a layer's modules
+    ``{layer}_...``). Not a deep copy: e3nn may hold scripted functions, which cannot be copied."""
     from sevenn import _keys as KEY
 
     from lmpbench.exchange import ExchangeUnavailableError, NodeFeatureExchange, load_operators
 
     load_operators()
-    model = copy.deepcopy(model)
     modules, layers = OrderedDict(), []
     for name, module in model._modules.items():
         layer = name.split("_", 1)[0]
@@ -216,7 +215,7 @@ def export_torchscript_exchange(source, out: Path, device: str, provenance: dict
     from lmpbench.exchange import ExchangeEnergies
 
     meta = source.metadata
-    nodes = SevenNetExchangeNodes(exchange_model(source.load(), meta.num_layers))
+    nodes = SevenNetExchangeNodes(exchange_model(load_model(source.path)[0], meta.num_layers))
     with torch_functions_unwrapped():  # sevenn's calculator imports torch_geometric
         scripted = script(ExchangeEnergies(nodes).to(device))
     save_model(scripted, out, type(meta)(
@@ -229,7 +228,7 @@ def export_aoti_exchange(source, out: Path, device: str, provenance: dict) -> No
     from lmpbench.exchange import ExchangeForces, compile_exchange, example_inputs
 
     meta = source.metadata
-    wrapper = ExchangeForces(SevenNetExchangeNodes(exchange_model(source.load(), meta.num_layers))).to(device)
+    wrapper = ExchangeForces(SevenNetExchangeNodes(exchange_model(load_model(source.path)[0], meta.num_layers))).to(device)
     inputs = example_inputs(default_structure(list(source.check_elements)), meta, device)
     with traceable():
         compile_exchange(wrapper, inputs, out,
