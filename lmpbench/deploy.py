@@ -45,6 +45,21 @@ from lmpbench.contract import CONTRACT_VERSION, METADATA_FILE, ModelMetadata, sa
 LOCAL_MASK_FIELD = "mlff_local_mask"  # node field of the aoti-ghost inputs (1 for local atoms)
 LOCAL_WEIGHT_FIELD = "mlff_local_weight"  # aoti-exchange input: a 1 per local atom (its length is their number)
 GHOST_OUTPUTS = ["atomic_energy", "forces"]  # aoti-ghost and aoti-exchange
+
+
+@contextlib.contextmanager
+def serial_kernels():
+    """Compile inside this: one torch thread. Inductor writes the thread count of the compiling
+    process into its OpenMP loops, which then ignore `pair_style mlff threads N`: a file compiled
+    in a fresh `lmpbench deploy` (as many threads as cores) oversubscribed the cores under mpirun
+    (27 against 44 steps/s for one model on 2 ranks of 2 cores), and inductor's run-time thread
+    count (cpp.dynamic_threads) did not help. Serial kernels leave the cores to the MPI ranks."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 EXCHANGE_INPUTS = ["pos", "edge_index", "atom_types", LOCAL_WEIGHT_FIELD]
 
 
@@ -744,7 +759,8 @@ def deploy(model: str | Path, out: str | Path, target: str = "auto", ranks: int 
         echo(f"deploying {source.spec or source.path} ({source.architecture or source.kind}, {types}, r_max "
              f"{source.metadata.r_max}, {source.metadata.num_layers} layer(s)) as {name} on {device}")
         try:
-            source.exporters.get(name, EXPORTERS[name])(source, staging, device, _provenance(source, spec, device))
+            with serial_kernels():
+                source.exporters.get(name, EXPORTERS[name])(source, staging, device, _provenance(source, spec, device))
         except DeployError:
             raise
         except Exception as err:  # an export that fails moves on to the fallback
