@@ -146,7 +146,9 @@ class SourceModel:
     reference: str = ""  # that calculator, in words
     check_elements: tuple[str, ...] = ()  # elements of the default check structure (default: all the model's)
     spec: str = ""  # a pretrained model's name as given (sevenn:7net-0), recorded so --check can rebuild it
-    single_rank_reason: str = ""  # why no multi-rank target exists, when none does
+    # the default check structure's least nearest-neighbour distance (Å), for models whose cost grows steeply with
+    # the neighbours inside a short cutoff (light elements at covalent distances pack 86 atoms within 3 Å)
+    check_min_distance: float = 0.0
 
 
 def _nequip_num_layers(model) -> int:
@@ -240,12 +242,26 @@ def _load_sevenn(path: Path) -> SourceModel:
     return checkpoint_source(path)
 
 
+def _is_chgnet(path: Path) -> bool:
+    from lmpbench.architectures.chgnet import is_checkpoint
+
+    return is_checkpoint(path)
+
+
+def _load_chgnet(path: Path) -> SourceModel:
+    from lmpbench.architectures.chgnet import checkpoint_source
+
+    return checkpoint_source(path)
+
+
 SOURCE_KINDS = (
     # torchmd-net's trainer writes .ckpt too: its checkpoints are told from nequip's by their state's names
     SourceKind("torchmdnet", (".ckpt",), _load_torchmdnet, claims=_is_torchmdnet),
     SourceKind("nequip", (".ckpt", ".nequip.zip"), _load_nequip),
     # sevenn's trainer writes .pth (lmpbench train --arch sevenn keeps model.pth): told from TorchScript by content
     SourceKind("sevenn", (".pth",), _load_sevenn, claims=_is_sevenn),
+    # chgnet's trainer writes .pth.tar (lmpbench train --arch chgnet keeps model.pth.tar)
+    SourceKind("chgnet", (".pth.tar",), _load_chgnet, claims=_is_chgnet),
     SourceKind("torchscript", (".pt", ".pth"), _load_torchscript),
 )
 
@@ -585,9 +601,9 @@ class CheckReport:
         return rows
 
 
-def default_structure(type_names: list[str], seed: int = 7) -> Atoms:
+def default_structure(type_names: list[str], seed: int = 7, min_distance: float = 0.0) -> Atoms:
     """A rattled, sheared fcc alloy of the model's elements (108 atoms), nearest-neighbour
-    distance from covalent radii, in LAMMPS orientation."""
+    distance from covalent radii (at least ``min_distance``), in LAMMPS orientation."""
     from ase.build import bulk
     from ase.data import atomic_numbers, covalent_radii
 
@@ -597,13 +613,19 @@ def default_structure(type_names: list[str], seed: int = 7) -> Atoms:
     elements = [s for s in type_names if s in atomic_numbers]
     if not elements:
         raise DeployError(f"cannot build a test structure: no element among the model's types {type_names}; pass one")
-    nn_distance = 2 * np.mean([covalent_radii[atomic_numbers[s]] for s in elements])
+    nn_distance = max(2 * np.mean([covalent_radii[atomic_numbers[s]] for s in elements]), min_distance)
     atoms = bulk(elements[0], "fcc", a=nn_distance * np.sqrt(2), cubic=True).repeat((3, 3, 3))
     atoms.symbols[:] = rng.choice(elements, size=len(atoms))
     atoms.set_cell(atoms.cell.array @ (np.eye(3) + np.array([[0.01, 0.06, 0.03], [0, -0.02, 0.05], [0, 0, 0.02]])),
                    scale_atoms=True)
     atoms.rattle(0.05, seed=seed)
     return lammps_oriented(atoms)
+
+
+def check_structure(source: SourceModel) -> Atoms:
+    """The structure deploy checks ``source`` on (and traces its compiled files with) when none is given."""
+    return default_structure(list(source.check_elements) or source.metadata.type_names,
+                             min_distance=source.check_min_distance)
 
 
 def lammps_evaluate(model_file: Path, atoms: Atoms, type_names: list[str], pair_args: str = "") -> dict:
@@ -664,10 +686,10 @@ def python_evaluate(source: SourceModel, atoms: Atoms) -> tuple[dict, str]:
 
 
 def check(model_file: str | Path, source: SourceModel, atoms: Atoms | None = None, pair_args: str = "") -> CheckReport:
-    """Evaluate ``atoms`` (default: ``default_structure``) in LAMMPS and in Python."""
+    """Evaluate ``atoms`` (default: ``check_structure(source)``) in LAMMPS and in Python."""
     meta = source.metadata
     if atoms is None:
-        atoms = default_structure(list(source.check_elements) or meta.type_names)
+        atoms = check_structure(source)
         described = (f"lmpbench's test structure, a rattled and sheared fcc {'-'.join(sorted(set(atoms.get_chemical_symbols())))} "
                      f"crystal of {len(atoms)} atoms in a periodic triclinic cell")
     else:
@@ -709,16 +731,15 @@ def choose_target(source: SourceModel, target: str, ranks: int) -> list[str]:
         if target not in source.targets:
             raise DeployError(f"{source.kind} models deploy to {', '.join(source.targets)}, not {target}")
         if ranks > 1 and not TARGETS[target].multi_rank:
-            if source.single_rank_reason:
-                raise DeployError(f"{source.spec or source.path} runs on one MPI rank only (--ranks {ranks} asked): "
-                                  f"{source.single_rank_reason}")
             multi_rank = [t for t in source.targets if TARGETS[t].multi_rank]
-            raise DeployError(f"target {target} runs on one MPI rank only; use {' or '.join(multi_rank)} for {ranks}")
+            raise DeployError(f"target {target} runs on one MPI rank only; "
+                              + (f"use {' or '.join(multi_rank)} for {ranks}" if multi_rank
+                                 else f"{source.spec or source.path} has no multi-rank target"))
         return [target]
     usable = [t for t in source.targets if ranks == 1 or TARGETS[t].multi_rank]
     if not usable:
         raise DeployError(f"{source.spec or source.path} runs on one MPI rank only (--ranks {ranks} asked): "
-                          f"{source.single_rank_reason or 'it has no multi-rank target'}")
+                          "it has no multi-rank target")
     return usable
 
 

@@ -18,8 +18,10 @@ energies) whose layers call the operator where they meet, wrapped by :class:`Exc
 (every interaction block after the first calls its ``ghost_exchange`` submodule, a no-op by
 default), so NequIP and Allegro (strictly local, nothing to exchange) models take the exchange
 layout; SevenNet's ``AtomGraphSequential`` is a list of layers into which
-:class:`NodeFeatureExchange` is inserted (``lmpbench.architectures.sevenn``). The CHGNet and
-torchmd-net adapters compute their layers inside one forward with no such hook.
+:class:`NodeFeatureExchange` is inserted (``lmpbench.architectures.sevenn``). The CHGNet adapter
+computes CHGNet's layers itself and exchanges its atom features and, per bond layer, its bond
+messages (``lmpbench.architectures.chgnet``). torchmd-net's models run their layers inside one
+forward with no such hook (they take the ghost layout).
 """
 
 from __future__ import annotations
@@ -192,10 +194,11 @@ def example_inputs(atoms, metadata, device: str) -> list[torch.Tensor]:
             torch.ones(nodes.nlocal, dtype=dtype, device=device)]
 
 
-def compile_exchange(wrapper: ExchangeForces, inputs: list[torch.Tensor], out, metadata: dict[str, str]) -> None:
+def compile_exchange(wrapper: ExchangeForces, inputs: list[torch.Tensor], out, metadata: dict[str, str],
+                     inductor_configs: dict | None = None) -> None:
     """Compile ``wrapper`` as an aoti-exchange file: ``torch.export`` with the backward pass
     traced in (nequip's make_fx route) and dynamic numbers of nodes, edges and local atoms,
-    then AOTInductor with ``metadata``."""
+    then AOTInductor with ``metadata`` (and the architecture's own ``inductor_configs``)."""
     from nequip.utils.fx import _nequip_make_fx
 
     fx_model = _nequip_make_fx(wrapper, inputs)
@@ -206,4 +209,4 @@ def compile_exchange(wrapper: ExchangeForces, inputs: list[torch.Tensor], out, m
     shapes = ({0: nodes, 1: static}, {0: static, 1: edges}, {0: nodes}, {0: local})
     program = torch.export.export(fx_model, tuple(inputs), dynamic_shapes=shapes)
     torch._inductor.aoti_compile_and_package(program, package_path=str(out),
-                                             inductor_configs={"aot_inductor.metadata": metadata})
+                                             inductor_configs={**(inductor_configs or {}), "aot_inductor.metadata": metadata})

@@ -248,3 +248,104 @@ def test_tensornet_on_forces_only_data(data, tmp_path):
     assert yaml.safe_load((out / "config.yaml").read_text())["y_weight"] == 0.0
     forces_mae, energy_mae = torchmdnet_errors(out / "model.ckpt", data["forces"] / "test.extxyz")
     assert energy_mae is None and record["test"]["forces_mae_meV_A"] == pytest.approx(forces_mae, rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def chgnet_trained(data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("chgnet") / "trained"
+    result = train(data["full"], out, "chgnet", "--max-epochs", "2")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def chgnet_errors(checkpoint: Path, test_file: Path) -> tuple[float, float]:
+    """Test errors with chgnet's own model and calculator, each molecule put in a 40 Å box by ASE
+    (CHGNet's graph converter needs a lattice; 40 Å leaves more than 5 Å between images)."""
+    from chgnet.model import CHGNet
+    from chgnet.model.dynamics import CHGNetCalculator
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        calc = CHGNetCalculator(model=CHGNet.from_file(str(checkpoint)), use_device="cpu")
+        force_errors, energy_errors = [], []
+        for atoms in read(test_file, ":"):
+            reference = dict(atoms.calc.results)
+            boxed = atoms.copy()
+            boxed.set_cell([40.0] * 3)
+            boxed.center()
+            boxed.pbc = True
+            boxed.calc = calc
+            force_errors.append(np.abs(boxed.get_forces() - reference["forces"]).ravel())
+            energy_errors.append(abs(boxed.get_potential_energy() - reference["energy"]) / len(atoms))
+    finally:
+        torch.set_default_dtype(previous)
+    return 1000 * float(np.concatenate(force_errors).mean()), 1000 * float(np.mean(energy_errors))
+
+
+def test_chgnet_trains_and_its_test_errors_are_chgnet_calculator_s(chgnet_trained, data):
+    out = chgnet_trained
+    record = check_common_outputs(out, "model.pth.tar", 2)
+    assert record["arch"] == "chgnet" and record["hyperparameters"]["model_dtype"] == "float32"
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["train"]["epochs"] == 2 and config["data"]["type_names"] == ["C", "H", "O"]
+    assert config["model"]["atom_graph_cutoff"] == 6.0 and config["model"]["bond_graph_cutoff"] == 3.0
+    forces_mae, energy_mae = chgnet_errors(out / "model.pth.tar", data["full"] / "test.extxyz")
+    assert record["test"]["forces_mae_meV_A"] == pytest.approx(forces_mae, rel=1e-5)
+    assert record["test"]["energy_mae_meV_atom"] == pytest.approx(energy_mae, rel=1e-5)
+    # the fitted AtomRef puts the energy near the labels' from the first epoch (chgnet's own fit missed by 3.8 eV/atom)
+    assert energy_mae < 500
+    state = torch.load(str(out / "model.pth.tar"), map_location="cpu", weights_only=False)
+    assert record["checkpoint"]["epoch"] == len(state["training_history"]["f"]["val"]) in (1, 2)
+    assert state["lmpbench_type_names"] == ["C", "H", "O"]
+
+
+def test_chgnet_checkpoint_is_read_by_deploy(chgnet_trained, data):
+    """deploy reads the trained elements, and the adapter it compiles (local layout, elements
+    mapped to CHGNet's embedding rows) equals chgnet's calculator on a test molecule."""
+    from lmpbench.architectures.chgnet import CHGNetLocal
+    from lmpbench.deploy import load_source, local_example
+
+    source = load_source(chgnet_trained / "model.pth.tar")
+    assert source.kind == "chgnet" and source.architecture == "chgnet"
+    meta = source.metadata
+    assert meta.type_names == ["C", "H", "O"] and meta.r_max == 6.0 and meta.num_layers == 4
+    assert source.targets == ("aoti-local", "aoti-exchange") and source.check_elements == ("C", "H", "O")
+    molecule = read(data["molecule"])
+    out = CHGNetLocal(source.load(), "float32", meta.type_names)(local_example(molecule, meta))
+    molecule.calc = source.calculator()
+    assert abs(float(out["atomic_energy"].detach().sum()) - molecule.get_potential_energy()) < 5e-3
+    assert np.abs(out["forces"].detach().double().numpy() - molecule.get_forces()).max() < 5e-4
+
+
+def test_chgnet_forces_only_data_refused(data, tmp_path):
+    result = train(data["forces"], tmp_path / "never", "chgnet", "--max-epochs", "1")
+    assert result.exit_code == 2 and "chgnet trains on energies and forces together" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "never").exists()
+
+
+@pytest.mark.slow
+def test_chgnet_checkpoint_deploys(chgnet_trained, data, tmp_path):
+    """AOTInductor (about a minute on 2 cores); the check is LAMMPS against chgnet's calculator on the molecule."""
+    result = deploy_cli(chgnet_trained / "model.pth.tar", data["molecule"], tmp_path / "chgnet.pt2")
+    assert "chgnet's ASE calculator" in result.output
+
+
+@pytest.mark.slow
+@pytest.mark.mpi
+def test_chgnet_checkpoint_deploys_for_several_ranks(chgnet_trained, tmp_path):
+    """`--ranks 2` takes the compiled exchange layout; on 2 ranks (deploy's C/H/O check crystal,
+    108 atoms, subdomains thinner than two cutoffs) LAMMPS equals chgnet's calculator to float32 precision."""
+    from zoo_helpers import calculator_state, lammps_state, max_differences
+
+    from lmpbench.deploy import TOLERANCES, check_structure, deploy, load_source
+
+    result = deploy(chgnet_trained / "model.pth.tar", tmp_path / "chgnet.pt2", ranks=2, echo=lambda *a: None)
+    assert result.target.name == "aoti-exchange"
+    source = load_source(chgnet_trained / "model.pth.tar")
+    atoms = check_structure(source)
+    reference = calculator_state(atoms, source.calculator())
+    diff = max_differences(lammps_state(result.path, atoms, ["C", "H", "O"], 2, tmp_path), reference)
+    tolerance = TOLERANCES["float32"]
+    assert diff["energy"] < tolerance["energy_eV"] and diff["forces"] < tolerance["forces_eV_A"], diff
+    assert diff["stress"] < tolerance["stress_eV_A3"] and np.abs(reference["forces"]).max() > 0.05, diff

@@ -1,12 +1,14 @@
 """CHGNet (chgnet 0.4.2): the pretrained CHGNet 0.3.0 from the wheel, deployed by name, equal in
 LAMMPS to chgnet's own ASE calculator to the model's float32 precision (energy 5e-3 eV, forces
-5e-4 eV/Å, stress 1e-5 eV/Å³: deploy's float32 tolerances); one MPI rank (see
-lmpbench/architectures/chgnet.py for why).
+5e-4 eV/Å, stress 1e-5 eV/Å³: deploy's float32 tolerances): the local layout on one MPI rank,
+the exchange layout (atom features and bond messages exchanged per layer) on 1, 2 and 4.
 
 The adapter rebuilds CHGNet's atom graph and bond (angle) graph from the pair style's edge
-list: its parity with the calculator, the angle count against chgnet's own graph converter and
-the errors run in the quick suite; deploying compiles with AOTInductor (minutes on 2 cores),
-so the tests that need the deployed file are marked slow."""
+list: its parity with the calculator in both layouts (the exchange layout's with the ghost
+rows filled from their atoms in Python, as LAMMPS's communication fills them), the angle
+count against chgnet's own graph converter and the errors run in the quick suite; deploying
+compiles with AOTInductor (a minute or more on 2 cores), so the tests that need the deployed
+file are marked slow."""
 
 import os
 from pathlib import Path
@@ -65,8 +67,8 @@ def test_pretrained_metadata(source):
     assert source.spec == "chgnet" and source.architecture == "chgnet"
     assert meta.r_max == 6.0 and meta.num_layers == 4 and meta.model_dtype == "float32"
     assert len(meta.type_names) == 94 and meta.type_names[0] == "H" and meta.type_names[-1] == "Pu"
-    assert source.targets == ("aoti-local",) and source.path.is_relative_to(Path(__import__("chgnet").__file__).parent)
-    assert "24 Å ghost shell" in source.single_rank_reason
+    assert source.targets == ("aoti-local", "aoti-exchange")
+    assert source.path.is_relative_to(Path(__import__("chgnet").__file__).parent)
 
 
 @pytest.mark.parametrize("kind", list(CELLS))
@@ -118,6 +120,52 @@ def test_graphs_match_chgnet_converter(source):
     assert torch.equal(edge_index[:, reverse], edge_index.flip(0)) and torch.equal(shifts[reverse], -shifts)
 
 
+def exchange_layout_state(source, atoms, fill_ghost_rows: bool = True) -> dict:
+    """The exchange layout's model on ``atoms`` and its images within one r_max (edges into the
+    atoms only), its ghost rows filled from their atoms as pair style mlff's exchange fills
+    them in LAMMPS (gradients of ghost rows summed back onto the atoms: index_select's own)."""
+    from lmpbench.architectures.chgnet import CHGNetExchangeNodes
+    from lmpbench.graphs import ghost_graph
+
+    graph = ghost_graph(atoms, source.metadata.type_names, source.metadata.r_max, 1)
+    owner = torch.from_numpy(graph.owner)
+    nodes = CHGNetExchangeNodes(source.load())
+    nodes.exchange = (lambda rows: torch.index_select(rows, 0, owner)) if fill_ghost_rows else (lambda rows: rows)
+    pos = torch.tensor(graph.positions, dtype=torch.float32, requires_grad=True)
+    into_atoms = torch.from_numpy(np.ascontiguousarray(graph.edge_index[:, graph.edge_index[0] < len(atoms)]))
+    energy = nodes(pos, into_atoms, torch.from_numpy(graph.atom_types), torch.ones(len(atoms)))[: len(atoms)].sum()
+    (grad,) = torch.autograd.grad(energy, [pos])
+    forces = np.zeros((len(atoms), 3))
+    np.add.at(forces, graph.owner, -grad.double().numpy())
+    virial = pos.detach().double().numpy().T @ -grad.double().numpy()  # Σ r ⊗ f over every node
+    stress = -virial / atoms.get_volume()
+    return {"energy": float(energy.detach()), "forces": forces, "stress": stress[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]}
+
+
+@pytest.mark.parametrize("kind", list(CELLS))
+def test_exchange_layout_matches_chgnet_calculator(source, chgnet_calc, kind, one_thread):
+    """The exchange layout's arithmetic (bond messages found across the ghost rows by bond vector)
+    against the calculator; without the ghost rows' exchange it is wrong, so the exchange is needed."""
+    atoms = structure(kind)
+    reference = calculator_state(atoms, chgnet_calc)
+    diff = max_differences(exchange_layout_state(source, atoms), reference)
+    assert all(diff[k] < FLOAT32[k] for k in diff), diff
+    unexchanged = max_differences(exchange_layout_state(source, atoms, fill_ghost_rows=False), reference)
+    assert unexchanged["forces"] > 100 * FLOAT32["forces"], unexchanged
+
+
+def test_exchange_layout_refuses_more_short_bonds_than_its_slots(source, one_thread):
+    """Fcc Cu at a = 2.4 Å: 42 neighbours within CHGNet's 3 Å bond cutoff, more than the 32 slots
+    of the exchange rows; the model stops with a message saying so (also inside LAMMPS: slow test)."""
+    from ase.build import bulk
+
+    from lmpbench.structures import lammps_oriented
+
+    atoms = lammps_oriented(bulk("Cu", "fcc", a=2.4, cubic=True).repeat((2, 2, 2)))
+    with pytest.raises(RuntimeError, match="an atom has more than 32 neighbours closer than CHGNet's bond cutoff"):
+        exchange_layout_state(source, atoms)
+
+
 def test_unknown_name():
     with pytest.raises(DeployError, match="unknown CHGNet model 'nosuch'; available offline: chgnet:0.3.0"):
         load_source("chgnet:nosuch")
@@ -127,7 +175,8 @@ def test_cli_errors_are_one_line(tmp_path):
     from lmpbench.cli.main import cli
 
     for args, message in ((["chgnet:nosuch"], "unknown CHGNet model"),
-                          (["chgnet:0.3.0", "--ranks", "2"], "runs on one MPI rank only (--ranks 2 asked)")):
+                          (["chgnet:0.3.0", "--target", "aoti-local", "--ranks", "2"],
+                           "target aoti-local runs on one MPI rank only; use aoti-exchange for 2")):
         result = CliRunner().invoke(cli, ["deploy", *args, "-o", str(tmp_path / "m.pt2")])
         assert result.exit_code != 0 and message in result.output, result.output
         assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1, result.output
@@ -163,6 +212,46 @@ def test_lammps_on_more_short_bonds_than_int16_sort_indices(deployed, tmp_path):
         atoms = lammps_oriented(bulk("Cu", "fcc", a=3.6, cubic=True).repeat((cells, cells, cells)))
         energy_per_atom[cells] = lammps_state(deployed, atoms, ["Cu"], 1, tmp_path)["energy"] / len(atoms)
     assert energy_per_atom[9] == pytest.approx(energy_per_atom[3], rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def deployed_exchange(tmp_path_factory) -> Path:
+    """CHGNet 0.3.0 as aoti-exchange (what `deploy chgnet --ranks 2` writes), or LMPBENCH_TEST_CHGNET_EXCHANGE."""
+    given = os.environ.get("LMPBENCH_TEST_CHGNET_EXCHANGE")
+    if given:
+        return Path(given)
+    out = tmp_path_factory.mktemp("chgnet_exchange") / "chgnet.pt2"
+    return deploy("chgnet", out, ranks=2, echo=lambda *a: None).path
+
+
+@pytest.mark.slow
+@pytest.mark.mpi
+@pytest.mark.parametrize("kind", list(CELLS))
+def test_exchange_on_1_2_4_ranks_matches_chgnet_calculator(deployed_exchange, chgnet_calc, kind, tmp_path):
+    """108 atoms: on 4 ranks each subdomain is thinner than the 6 Å cutoff (ghosts relayed)."""
+    assert read_deployed_metadata(deployed_exchange)["graph"] == "exchange"
+    atoms = structure(kind, cells=3)
+    elements = CELLS[kind][0]
+    reference = calculator_state(atoms, chgnet_calc)
+    states = {n: lammps_state(deployed_exchange, atoms, elements, n, tmp_path) for n in (1, 2, 4)}
+    for n, state in states.items():
+        diff = max_differences(state, reference)
+        assert all(diff[k] < FLOAT32[k] for k in diff), (n, diff)
+    # the rank counts agree with each other to float32 rounding
+    assert np.abs(states[2]["forces"] - states[1]["forces"]).max() < 1e-4
+    assert np.abs(states[4]["forces"] - states[1]["forces"]).max() < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.mpi
+def test_exchange_too_many_short_bonds_is_a_lammps_error(deployed_exchange, tmp_path):
+    from ase.build import bulk
+
+    from lmpbench.structures import lammps_oriented
+
+    atoms = lammps_oriented(bulk("Cu", "fcc", a=2.4, cubic=True).repeat((3, 3, 3)))
+    with pytest.raises(Exception, match="an atom has more than 32 neighbours closer than CHGNet's bond cutoff"):
+        lammps_state(deployed_exchange, atoms, ["Cu"], 2, tmp_path)
 
 
 @pytest.mark.slow

@@ -139,3 +139,4 @@ from lmpbench.architectures import nequip as _nequip  # noqa: E402,F401  (regist
 from lmpbench.architectures import allegro as _allegro  # noqa: E402,F401
 from lmpbench.architectures import sevenn as _sevenn  # noqa: E402,F401
 from lmpbench.architectures import torchmdnet as _torchmdnet  # noqa: E402,F401
+from lmpbench.architectures import chgnet_training as _chgnet_training  # noqa: E402,F401

@@ -47,10 +47,10 @@ def export_local(wrapper: LocalLayout, source, out: Path, device: str, provenanc
     """``wrapper`` compiled with AOTInductor as an aoti-local file, traced on the check structure of
     ``source``'s elements; ``tracing``: a context the adapter needs while tracing;
     ``inductor_configs``: the adapter's own inductor settings."""
-    from lmpbench.deploy import (LOCAL_INPUTS, LOCAL_OUTPUTS, contract_aoti_metadata, default_structure, export_aoti,
+    from lmpbench.deploy import (LOCAL_INPUTS, LOCAL_OUTPUTS, check_structure, contract_aoti_metadata, export_aoti,
                                  local_example)
 
-    data = local_example(default_structure(list(source.check_elements)), source.metadata)
+    data = local_example(check_structure(source), source.metadata)
     with tracing():
         export_aoti(wrapper, out, device, LOCAL_INPUTS, LOCAL_OUTPUTS, data,
                     contract_aoti_metadata(source.metadata, "aoti-local", LOCAL_INPUTS, LOCAL_OUTPUTS, provenance),

@@ -224,12 +224,12 @@ def export_torchscript_exchange(source, out: Path, device: str, provenance: dict
 
 
 def export_aoti_exchange(source, out: Path, device: str, provenance: dict) -> None:
-    from lmpbench.deploy import EXCHANGE_INPUTS, GHOST_OUTPUTS, contract_aoti_metadata, default_structure
+    from lmpbench.deploy import EXCHANGE_INPUTS, GHOST_OUTPUTS, check_structure, contract_aoti_metadata
     from lmpbench.exchange import ExchangeForces, compile_exchange, example_inputs
 
     meta = source.metadata
     wrapper = ExchangeForces(SevenNetExchangeNodes(exchange_model(load_model(source.path)[0], meta.num_layers))).to(device)
-    inputs = example_inputs(default_structure(list(source.check_elements)), meta, device)
+    inputs = example_inputs(check_structure(source), meta, device)
     with traceable():
         compile_exchange(wrapper, inputs, out,
                          contract_aoti_metadata(meta, "aoti-exchange", EXCHANGE_INPUTS, GHOST_OUTPUTS, provenance))
