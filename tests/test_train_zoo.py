@@ -318,6 +318,18 @@ def test_chgnet_checkpoint_is_read_by_deploy(chgnet_trained, data):
     assert np.abs(out["forces"].detach().double().numpy() - molecule.get_forces()).max() < 5e-4
 
 
+def test_chgnet_stops_itself_at_max_minutes(data, tmp_path):
+    """The runner checks --max-minutes after each epoch (whole files): 0.01 minutes stop it after the
+    first, and lmpbench did not have to interrupt it."""
+    out = tmp_path / "timed"
+    result = train(data["full"], out, "chgnet", "--max-minutes", "0.01")
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "train.json").read_text())
+    assert record["epochs_done"] == 1 and not record["stopped_at_max_minutes"] and (out / "model.pth.tar").is_file()
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["epochs"] > 1000
+    assert "max_minutes (0.01) reached: stopped after epoch 1" in (out / "trainer.log").read_text()
+
+
 def test_chgnet_forces_only_data_refused(data, tmp_path):
     result = train(data["forces"], tmp_path / "never", "chgnet", "--max-epochs", "1")
     assert result.exit_code == 2 and "chgnet trains on energies and forces together" in result.output

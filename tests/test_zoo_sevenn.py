@@ -109,10 +109,10 @@ def test_deployed_metadata_and_md(deployed, sevenn_calc):
     meta = read_deployed_metadata(deployed)
     assert meta["source_spec"] == "sevenn:7net-0" and meta["architecture"] == "sevenn" and meta["graph"] == "local"
     assert meta["sevenn_version"] == "0.13.0"
-    # a few NVE steps on a four-element alloy, against ASE's velocity Verlet with sevenn's calculator
+    # 100 NVE steps on a four-element alloy, against ASE's velocity Verlet with sevenn's calculator
     atoms = alloy(ELEMENTS, cells=2, a=3.9, triclinic=True)
-    x_lammps, x_ase = nve_against_ase(deployed, atoms, ELEMENTS, sevenn_calc, steps=10)
-    assert np.abs(x_ase - atoms.positions).max() > 0.005
+    x_lammps, x_ase = nve_against_ase(deployed, atoms, ELEMENTS, sevenn_calc, steps=100)
+    assert np.abs(x_ase - atoms.positions).max() > 0.05
     np.testing.assert_allclose(x_lammps, x_ase, rtol=0, atol=1e-4)
 
 

@@ -223,3 +223,14 @@ def test_nequip_checkpoints_are_not_claimed(tmp_path):
 
     torch.save({"state_dict": {"model.model.func.weight": torch.zeros(2)}, "hyper_parameters": {}}, str(tmp_path / "n.ckpt"))
     assert not is_checkpoint(tmp_path / "n.ckpt") and not is_checkpoint(tmp_path / "missing.ckpt")
+
+
+@pytest.mark.slow
+def test_equivariant_transformer_nve_follows_ase_velocity_verlet(transformer):
+    """100 steps of 1 fs on the cluster (ghost layout without images), against ASE's velocity Verlet
+    with torchmd-net's own model."""
+    source, deployed = transformer
+    atoms = cluster()
+    x_lammps, x_ase = nve_against_ase(deployed, atoms, ELEMENTS, source.calculator(), steps=100)
+    assert np.abs(x_ase - atoms.positions).max() > 0.05
+    np.testing.assert_allclose(x_lammps, x_ase, rtol=0, atol=1e-6)
