@@ -128,6 +128,21 @@ def architecture_for_checkpoint(path: str | Path) -> Architecture:
     raise ArchitectureError(f"{path}: no architecture reads this file type (known: {known})")
 
 
+def checkpoint_pickle_holds(path: str | Path, *markers: bytes) -> bool:
+    """Whether ``path`` is a torch zip whose pickle holds every one of ``markers`` (names of a
+    trainer's state): how a checkpoint is told from another kind with the same suffix, read
+    without unpickling anything."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickle = next((n for n in archive.namelist() if n.endswith("/data.pkl")), None)
+            data = archive.read(pickle) if pickle is not None else b""
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return all(marker in data for marker in markers)
+
+
 def config_text(config: dict) -> str:
     """A trainer config as YAML, interpolations (``${...}``) kept as written."""
     from omegaconf import OmegaConf

@@ -409,17 +409,11 @@ def pretrained_source(name: str, spec: str):
 
 
 def is_checkpoint(path: Path) -> bool:
-    """Whether ``path`` is a checkpoint of chgnet's trainer (``.pth.tar``): a torch zip whose pickle
-    holds CHGNet's ``model_args`` and ``state_dict``, read without unpickling anything."""
-    import zipfile
+    """Whether ``path`` is a checkpoint of chgnet's trainer (``.pth.tar``): its pickle holds CHGNet's
+    ``model_args`` with an ``atom_graph_cutoff``."""
+    from lmpbench.architectures import checkpoint_pickle_holds
 
-    try:
-        with zipfile.ZipFile(path) as archive:
-            pickle = next((n for n in archive.namelist() if n.endswith("/data.pkl")), None)
-            data = archive.read(pickle) if pickle is not None else b""
-            return b"model_args" in data and b"atom_graph_cutoff" in data
-    except (zipfile.BadZipFile, OSError):
-        return False
+    return checkpoint_pickle_holds(path, b"model_args", b"atom_graph_cutoff")
 
 
 def checkpoint_source(path: Path, spec: str = "", version: str | None = None, check_elements: tuple[str, ...] = ()):

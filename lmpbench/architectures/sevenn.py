@@ -241,17 +241,11 @@ def pretrained_source(name: str, spec: str):
 
 
 def is_checkpoint(path: Path) -> bool:
-    """Whether ``path`` is a checkpoint of sevenn's trainer: a torch zip whose pickle holds sevenn's
-    ``model_state_dict`` and its model type (``E3_equivariant_model``), read without unpickling anything."""
-    import zipfile
+    """Whether ``path`` is a checkpoint of sevenn's trainer: its pickle holds sevenn's
+    ``model_state_dict`` and its model type (``E3_equivariant_model``)."""
+    from lmpbench.architectures import checkpoint_pickle_holds
 
-    try:
-        with zipfile.ZipFile(path) as archive:
-            pickle = next((n for n in archive.namelist() if n.endswith("/data.pkl")), None)
-            data = archive.read(pickle) if pickle is not None else b""
-            return b"model_state_dict" in data and b"E3_equivariant_model" in data
-    except (zipfile.BadZipFile, OSError):
-        return False
+    return checkpoint_pickle_holds(path, b"model_state_dict", b"E3_equivariant_model")
 
 
 def checkpoint_source(path: Path, spec: str = "", check_elements: tuple[str, ...] = ()):

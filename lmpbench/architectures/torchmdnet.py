@@ -39,7 +39,6 @@ torchmd-net's lower-triangular form (the box does not reach its neighbour list's
 from __future__ import annotations
 
 import contextlib
-import zipfile
 from pathlib import Path
 from typing import Tuple
 
@@ -58,14 +57,11 @@ class TorchMDNetError(ValueError):
 
 
 def is_checkpoint(path: Path) -> bool:
-    """Whether ``path`` is a torchmd-net trainer checkpoint: a torch zip whose pickle names the
-    TorchMD_Net state (``model.representation_model.``), read without unpickling anything."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            pickle = next((n for n in archive.namelist() if n.endswith("/data.pkl")), None)
-            return pickle is not None and b"model.representation_model." in archive.read(pickle)
-    except (zipfile.BadZipFile, OSError):
-        return False
+    """Whether ``path`` is a torchmd-net trainer checkpoint: its pickle names the TorchMD_Net state
+    (``model.representation_model.``)."""
+    from lmpbench.architectures import checkpoint_pickle_holds
+
+    return checkpoint_pickle_holds(path, b"model.representation_model.")
 
 
 def load_model(path: Path):
