@@ -242,12 +242,6 @@ def _load_sevenn(path: Path) -> SourceModel:
     return checkpoint_source(path)
 
 
-def _is_chgnet(path: Path) -> bool:
-    from lmpbench.architectures.chgnet import is_checkpoint
-
-    return is_checkpoint(path)
-
-
 def _load_chgnet(path: Path) -> SourceModel:
     from lmpbench.architectures.chgnet import checkpoint_source
 
@@ -260,8 +254,8 @@ SOURCE_KINDS = (
     SourceKind("nequip", (".ckpt", ".nequip.zip"), _load_nequip),
     # sevenn's trainer writes .pth (lmpbench train --arch sevenn keeps model.pth): told from TorchScript by content
     SourceKind("sevenn", (".pth",), _load_sevenn, claims=_is_sevenn),
-    # chgnet's trainer writes .pth.tar (lmpbench train --arch chgnet keeps model.pth.tar)
-    SourceKind("chgnet", (".pth.tar",), _load_chgnet, claims=_is_chgnet),
+    # chgnet's trainer writes .pth.tar (lmpbench train --arch chgnet keeps model.pth.tar); no other kind does
+    SourceKind("chgnet", (".pth.tar",), _load_chgnet),
     SourceKind("torchscript", (".pt", ".pth"), _load_torchscript),
 )
 

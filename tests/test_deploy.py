@@ -131,7 +131,10 @@ def test_missing_and_unknown_files(tmp_path):
     with pytest.raises(DeployError, match=r"unknown model file type \(expected one of ") as error:
         deploy(tmp_path / "model.h5", tmp_path / "m.pt2", echo=quiet)
     listed = str(error.value).split("expected one of ")[1].rstrip(")").split(", ")
-    assert sorted(listed) == sorted([".ckpt", ".nequip.zip", ".pt", ".pth"])  # each once, whatever the order
+    assert sorted(listed) == sorted([".ckpt", ".nequip.zip", ".pt", ".pth", ".pth.tar"])  # each once, whatever the order
+    (tmp_path / "corrupt.pth.tar").write_bytes(b"not a checkpoint")
+    with pytest.raises(DeployError, match="corrupt.pth.tar is not a loadable CHGNet checkpoint"):
+        deploy(tmp_path / "corrupt.pth.tar", tmp_path / "m.pt2", echo=quiet)
     (tmp_path / "corrupt.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(DeployError, match="corrupt.ckpt is not a loadable nequip checkpoint"):
         deploy(tmp_path / "corrupt.ckpt", tmp_path / "m.pt2", echo=quiet)

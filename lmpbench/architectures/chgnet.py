@@ -408,14 +408,6 @@ def pretrained_source(name: str, spec: str):
     return checkpoint_source(checkpoint_path(name), spec=spec, version=name, check_elements=CHECK_ELEMENTS)
 
 
-def is_checkpoint(path: Path) -> bool:
-    """Whether ``path`` is a checkpoint of chgnet's trainer (``.pth.tar``): its pickle holds CHGNet's
-    ``model_args`` with an ``atom_graph_cutoff``."""
-    from lmpbench.architectures import checkpoint_pickle_holds
-
-    return checkpoint_pickle_holds(path, b"model_args", b"atom_graph_cutoff")
-
-
 def checkpoint_source(path: Path, spec: str = "", version: str | None = None, check_elements: tuple[str, ...] = ()):
     """The deploy source of a CHGNet checkpoint (pretrained or trained by ``lmpbench train --arch
     chgnet``): metadata, the local and exchange exporters, chgnet's calculator."""
