@@ -2,10 +2,12 @@
 
 For each architecture (a tiny Allegro trained here on EMT CuAu data; the pretrained SevenNet-0
 from the sevenn wheel on a CuAgAuPd alloy; pretrained CHGNet 0.3.0 on the same alloy; a small random
-torchmd-net TensorNet, float64, on CuNi; NequIP: benchmarks/deploy_speed.py), deployed to its single-rank target (aoti-local),
-at 192 and 4,000 atoms, one thread:
-  bare     the deployed AOTInductor model called in a Python loop on a fixed graph (ASE's
-           neighbour list), calls/s: the limit for LAMMPS;
+torchmd-net TensorNet and equivariant transformer, float64, on CuNi; NequIP: benchmarks/deploy_speed.py),
+deployed to its single-rank target (aoti-local; torchscript-ghost for the equivariant transformer,
+which AOTInductor cannot compile), at 192 and 4,000 atoms, one thread:
+  bare     the deployed model called in a Python loop on a fixed graph (the local layout from
+           ASE's neighbour list; the ghost layout's graph for a TorchScript file, forces by
+           autograd), calls/s: the limit for LAMMPS;
   LAMMPS   NVE steps/s through pair style mlff (the "Loop time" of the measured run);
   ASE MD   velocity Verlet steps/s with the architecture's own ASE calculator (eager model).
 
@@ -15,7 +17,8 @@ step on one core. Between the columns freed memory goes back to the system (CHGN
 atoms needs about 9 GB per process; the bare loop's memory kept by the allocator and the LAMMPS
 process beside it filled a 24 GB machine).
 
-usage: python benchmarks/zoo_speed.py [--arch allegro sevenn chgnet tensornet] [--cells 4,4,3 10,10,10] [--seconds 3]
+usage: python benchmarks/zoo_speed.py [--arch allegro sevenn chgnet tensornet equivariant-transformer]
+                                      [--cells 4,4,3 10,10,10] [--seconds 3]
                                       [--min-steps 5] [--workdir DIR]
 """
 
@@ -92,16 +95,39 @@ def architectures(work: Path) -> dict:
         source = load_source("chgnet")
         return "chgnet", ["Cu", "Ag", "Au", "Pd"], 3.9, source.calculator, torch.float32
 
-    def tensornet():  # no pretrained weights: the small random checkpoint of tests/test_zoo_torchmdnet.py
+    def torchmdnet(model: str):  # no pretrained weights: the small random checkpoints of tests/test_zoo_torchmdnet.py
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
         from test_zoo_torchmdnet import write_checkpoint
 
-        ckpt = work / "tensornet" / "tensornet.ckpt"
+        ckpt = work / model / f"{model}.ckpt"
         if not ckpt.is_file():
-            write_checkpoint(ckpt)
+            write_checkpoint(ckpt, model=model)
         return ckpt, ["Cu", "Ni"], 3.6, load_source(ckpt).calculator, torch.float64
 
-    return {"allegro": allegro, "sevenn": sevenn, "chgnet": chgnet, "tensornet": tensornet}
+    return {"allegro": allegro, "sevenn": sevenn, "chgnet": chgnet, "tensornet": lambda: torchmdnet("tensornet"),
+            "equivariant-transformer": lambda: torchmdnet("equivariant-transformer")}
+
+
+# the single-rank target measured: aoti-local, except where an architecture has none
+TARGETS = {"equivariant-transformer": "torchscript-ghost"}
+
+
+def bare_call(deployed: Path, target: str, atoms, meta, dtype):
+    """One call of the deployed model on ``atoms`` outside LAMMPS, as the pair style makes it: the
+    AOTInductor file on the local layout (forces inside), or the TorchScript file on the ghost
+    layout's graph with forces by autograd."""
+    if target == "aoti-local":
+        from torch._inductor import aoti_load_package
+
+        compiled = aoti_load_package(str(deployed))
+        data = local_example(atoms, meta)
+        inputs = [data[k].contiguous() for k in ("pos", "edge_index", "atom_types", "cell", "edge_cell_shift")]
+        return lambda: [t.numpy() for t in compiled(*inputs)]
+    from lmpbench.graphs import contract_energy_forces, ghost_graph
+
+    model = torch.jit.load(str(deployed))
+    graph = ghost_graph(atoms, meta.type_names, meta.r_max, meta.num_layers)
+    return lambda: contract_energy_forces(model, graph, dtype)
 
 
 def release_freed_memory() -> None:
@@ -115,7 +141,8 @@ def release_freed_memory() -> None:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", nargs="+", default=["allegro", "sevenn"])
+    parser.add_argument("--arch", nargs="+", default=["allegro", "sevenn"],
+                        choices=["allegro", "sevenn", "chgnet", "tensornet", "equivariant-transformer"])
     parser.add_argument("--cells", nargs="+", default=["4,4,3", "10,10,10"], help="fcc cells per side (4 atoms each)")
     parser.add_argument("--seconds", type=float, default=3.0, help="target time per measurement")
     parser.add_argument("--min-steps", type=int, default=5, help="fewest LAMMPS steps per measurement")
@@ -131,20 +158,16 @@ def main():
         for name in args.arch:
             (work / name).mkdir(parents=True, exist_ok=True)
             model, elements, a, make_calc, dtype = architectures(work)[name]()
-            deployed = work / name / "model.pt2"
+            target = TARGETS.get(name, "aoti-local")
+            deployed = work / name / ("model.pt2" if target.startswith("aoti") else "model.pt")
             if not deployed.is_file():
-                deploy(model, deployed, target="aoti-local", echo=lambda *a: None)
+                deploy(model, deployed, target=target, echo=lambda *a: None)
             meta = load_source(model).metadata
-            from torch._inductor import aoti_load_package
-
-            compiled = aoti_load_package(str(deployed))
             deck = work / "bench.in"
             deck.write_text(DECK.replace("${elements}", " ".join(elements)))
             for spec in args.cells:
                 atoms = alloy(tuple(int(c) for c in spec.split(",")), elements, a)
-                data = local_example(atoms, meta)
-                inputs = [data[k].contiguous() for k in ("pos", "edge_index", "atom_types", "cell", "edge_cell_shift")]
-                bare = timed_rate(lambda: [t.numpy() for t in compiled(*inputs)], args.seconds, warmup=1)
+                bare = timed_rate(bare_call(deployed, target, atoms, meta, dtype), args.seconds, warmup=1)
                 release_freed_memory()
                 datafile = write_lammps_data(work / name / f"alloy_{len(atoms)}.data", atoms, elements)
                 steps = max(args.min_steps, int(args.seconds * bare))
