@@ -63,8 +63,8 @@ CHECK_ELEMENTS = ("Cu", "Ag", "Au", "Pd")  # the deploy check's alloy (fcc metal
 # (790,000 angles: an 11-minute compile, and more than the exchange rows hold); at 2.2 Å, 12 to 18
 CHECK_MIN_DISTANCE = 2.2
 # the exchange layout: short bonds (below the bond cutoff, 3 Å) an atom may have; each atom's bond
-# messages cross ranks as a row of this many slots (12 are used in a close-packed metal; at ambient
-# densities even light elements stay below 32, a collapsed structure does not)
+# messages cross ranks as a row of this many slots (used at most: 12 in a close-packed metal, 14 in
+# the shipped 192-atom water box, 10 in the CuZr glass; a collapsed structure exceeds it)
 MAX_SHORT_BONDS = 32
 TOO_MANY_SHORT_BONDS = (f"CHGNet exchange layout: an atom has more than {MAX_SHORT_BONDS} neighbours closer than "
                         "CHGNet's bond cutoff (a collapsed or overcompressed structure?); run it on one MPI rank "
