@@ -142,7 +142,7 @@ def reverse_edges(edge_index: torch.Tensor, shifts: torch.Tensor, n_nodes: int) 
     ordered, order = torch.sort(forward)
     where = torch.searchsorted(ordered, backward).clamp(max=forward.shape[0] - 1)
     found = torch.index_select(ordered, 0, where) == backward
-    return torch.where(found, torch.index_select(order, 0, where), torch.arange(forward.shape[0]))
+    return torch.where(found, torch.index_select(order, 0, where), torch.arange(forward.shape[0], device=forward.device))
 
 
 def angle_pairs(centre: torch.Tensor, length: torch.Tensor, bond_cutoff: float, n_nodes: int):
@@ -152,12 +152,12 @@ def angle_pairs(centre: torch.Tensor, length: torch.Tensor, bond_cutoff: float, 
     owner = torch.index_select(centre, 0, short)
     owner, order = torch.sort(owner, stable=True)
     short = torch.index_select(short, 0, order)
-    count = torch.zeros(n_nodes, dtype=torch.int64).index_add_(0, owner, torch.ones_like(owner))
+    count = torch.zeros(n_nodes, dtype=torch.int64, device=owner.device).index_add_(0, owner, torch.ones_like(owner))
     first = torch.cumsum(count, 0) - count  # where each centre's short edges start in ``short``
     partners = torch.index_select(count, 0, owner)  # per short edge, the short edges of its centre
     left = torch.repeat_interleave(partners)  # position in ``short``, once per partner
     pair_start = torch.cumsum(partners, 0) - partners
-    k = torch.arange(left.shape[0]) - torch.index_select(pair_start, 0, left)
+    k = torch.arange(left.shape[0], device=left.device) - torch.index_select(pair_start, 0, left)
     right = torch.index_select(first, 0, torch.index_select(owner, 0, left)) + k
     distinct = torch.nonzero(left != right).view(-1)
     left = torch.index_select(left, 0, distinct)
