@@ -130,16 +130,22 @@ def test_sevenn_checkpoint_deploys(sevenn_trained, data, tmp_path):
 def test_sevenn_checkpoint_deploys_for_several_ranks(sevenn_trained, tmp_path):
     """`--ranks 2` takes the compiled exchange layout; on 2 ranks (a 108-atom C/H/O test crystal,
     its subdomains thinner than two cutoffs) LAMMPS equals sevenn's calculator to float32 precision."""
+    assert_two_rank_deploy_matches_calculator(sevenn_trained / "model.pth", tmp_path)
+
+
+def assert_two_rank_deploy_matches_calculator(checkpoint: Path, tmp_path: Path) -> None:
+    """``checkpoint`` deployed with --ranks 2 (the exchange layout) equals its architecture's calculator
+    on 2 ranks, on deploy's check structure of the checkpoint's elements (float32 tolerances)."""
     from zoo_helpers import calculator_state, lammps_state, max_differences
 
-    from lmpbench.deploy import TOLERANCES, default_structure, deploy, load_source
-    from lmpbench.structures import lammps_oriented
+    from lmpbench.deploy import TOLERANCES, check_structure, deploy, load_source
 
-    result = deploy(sevenn_trained / "model.pth", tmp_path / "sevenn.pt2", ranks=2, echo=lambda *a: None)
+    result = deploy(checkpoint, tmp_path / "exchange.pt2", ranks=2, echo=lambda *a: None)
     assert result.target.name == "aoti-exchange"
-    atoms = lammps_oriented(default_structure(["C", "H", "O"]))
-    reference = calculator_state(atoms, load_source(sevenn_trained / "model.pth").calculator())
-    diff = max_differences(lammps_state(result.path, atoms, ["C", "H", "O"], 2, tmp_path), reference)
+    source = load_source(checkpoint)
+    atoms = check_structure(source)
+    reference = calculator_state(atoms, source.calculator())
+    diff = max_differences(lammps_state(result.path, atoms, source.metadata.type_names, 2, tmp_path), reference)
     tolerance = TOLERANCES["float32"]
     assert diff["energy"] < tolerance["energy_eV"] and diff["forces"] < tolerance["forces_eV_A"], diff
     assert diff["stress"] < tolerance["stress_eV_A3"] and np.abs(reference["forces"]).max() > 0.05, diff
@@ -348,16 +354,4 @@ def test_chgnet_checkpoint_deploys(chgnet_trained, data, tmp_path):
 def test_chgnet_checkpoint_deploys_for_several_ranks(chgnet_trained, tmp_path):
     """`--ranks 2` takes the compiled exchange layout; on 2 ranks (deploy's C/H/O check crystal,
     108 atoms, subdomains thinner than two cutoffs) LAMMPS equals chgnet's calculator to float32 precision."""
-    from zoo_helpers import calculator_state, lammps_state, max_differences
-
-    from lmpbench.deploy import TOLERANCES, check_structure, deploy, load_source
-
-    result = deploy(chgnet_trained / "model.pth.tar", tmp_path / "chgnet.pt2", ranks=2, echo=lambda *a: None)
-    assert result.target.name == "aoti-exchange"
-    source = load_source(chgnet_trained / "model.pth.tar")
-    atoms = check_structure(source)
-    reference = calculator_state(atoms, source.calculator())
-    diff = max_differences(lammps_state(result.path, atoms, ["C", "H", "O"], 2, tmp_path), reference)
-    tolerance = TOLERANCES["float32"]
-    assert diff["energy"] < tolerance["energy_eV"] and diff["forces"] < tolerance["forces_eV_A"], diff
-    assert diff["stress"] < tolerance["stress_eV_A3"] and np.abs(reference["forces"]).max() > 0.05, diff
+    assert_two_rank_deploy_matches_calculator(chgnet_trained / "model.pth.tar", tmp_path)
