@@ -45,7 +45,7 @@ import io
 from pathlib import Path
 
 import torch
-from ase.data import chemical_symbols
+from ase.data import atomic_numbers, chemical_symbols
 
 from lmpbench.architectures.local_layout import LocalLayout, export_local
 
@@ -226,8 +226,6 @@ class CHGNetAtomEnergies(torch.nn.Module):
 
     def __init__(self, model, type_names: list[str] | None = None):
         super().__init__()
-        from ase.data import atomic_numbers
-
         self.model = model
         self.bond_cutoff = float(model.graph_converter.bond_graph_cutoff)
         elements = ALL_ELEMENTS if type_names is None else type_names
@@ -356,7 +354,7 @@ def boxed(atoms, cutoff: float):
     return box
 
 
-def calculator(path: Path, device: str = "cpu", model=None, version: str | None = None):
+def calculator(path: Path, device: str = "cpu", model=None):
     """chgnet's own ASE calculator of checkpoint ``path`` (or of ``model``, the same CHGNet
     already built), float32 as chgnet computes; molecules are boxed (``boxed``), their stress
     left out."""
@@ -365,7 +363,7 @@ def calculator(path: Path, device: str = "cpu", model=None, version: str | None 
 
     from lmpbench.deploy import default_dtype
 
-    model = load_model(path, version) if model is None else model
+    model = load_model(path) if model is None else model
     with contextlib.redirect_stdout(io.StringIO()):  # it prints the device
         chgnet_calc = CHGNetCalculator(model=model, use_device=device)
     cutoff = float(model.graph_converter.atom_graph_cutoff)

@@ -192,8 +192,8 @@ def _trainer_class():
     class LoggedTrainer(Trainer):
         """chgnet's Trainer that writes a curve row after each epoch and stops at a deadline."""
 
-        def start_log(self, run_dir: Path, deadline: float | None):
-            self.run_dir, self.deadline = run_dir, deadline
+        def start_log(self, run_dir: Path, deadline: float | None, train_batches: int):
+            self.run_dir, self.deadline, self.train_batches = run_dir, deadline, train_batches
             self.batch_losses = []
             criterion = self.criterion
 
@@ -257,9 +257,8 @@ def run(config: dict, run_dir: Path) -> None:
         force_loss_ratio=float(train["force_loss_ratio"]), optimizer="Adam", scheduler="CosLR", criterion="MSE",
         epochs=int(train["epochs"]), learning_rate=float(train["learning_rate"]), torch_seed=seed, data_seed=seed,
         use_device=train["device"], print_freq=max(1, len(train_loader) // 4))
-    trainer.train_batches = len(train_loader)
     max_minutes = train.get("max_minutes")
-    trainer.start_log(run_dir, started + 60 * float(max_minutes) if max_minutes else None)
+    trainer.start_log(run_dir, started + 60 * float(max_minutes) if max_minutes else None, len(train_loader))
     try:
         trainer.train(train_loader, val_loader, save_dir=str(run_dir))
     except TimeLimitReached:
